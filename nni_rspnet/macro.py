@@ -1,0 +1,217 @@
+"""The multi-resolution macro trellis and the segmentation head.
+
+A trellis of ``L`` layers over resolutions 1/4 ... 1/32 (after Auto-DeepLab, Liu et al., 2019, and
+HRNet). Layer 0 is the stem at 1/4; node ``(l, s)`` exists once resolution ``s`` is reachable from the
+stem. Its candidate incoming paths come from layer ``l - 1`` at ``s/2`` (downsampled), ``s`` and
+``2s`` (upsampled), in that order, and optionally from layer ``l - 2`` at ``s``; each path has its
+own resampler so every candidate arrives at the node's width and size. One
+``PathChoice(n_candidates, n_chosen=k, reduction='sum')`` labelled ``macro/l{l}_s{s}/paths`` fuses
+them, then the node runs an RSP block. The head fuses every resolution of the last layer.
+
+In a fixed network (built under ``fixed_arch``) only the chosen paths are built, and nodes whose
+output cannot reach the head are pruned, so they cost neither parameters nor time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cell import make_block
+from .choices import PathChoice, choose_inputs
+from .ops import ActLayer, ConvBNAct, NormLayer
+
+RESOLUTIONS = (4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One trellis node: layer, resolution index and its candidate sources ``(layer, res_index)``."""
+
+    layer: int
+    res: int
+    candidates: Tuple[Tuple[int, int], ...]
+
+    def label(self, resolutions: Sequence[int]) -> str:
+        return f"macro/l{self.layer}_s{resolutions[self.res]}/paths"
+
+
+def trellis_nodes(num_layers: int, num_res: int, skip_paths: bool = False) -> List[NodeSpec]:
+    """The nodes of the trellis in computation order (layer by layer, fine to coarse)."""
+    exists = lambda l, r: l >= 0 and 0 <= r < num_res and r <= l  # noqa: E731
+    nodes = []
+    for l in range(1, num_layers + 1):
+        for r in range(num_res):
+            if not exists(l, r):
+                continue
+            cands = [(l - 1, rr) for rr in (r - 1, r, r + 1) if exists(l - 1, rr)]
+            if skip_paths and l >= 2 and exists(l - 2, r):
+                cands.append((l - 2, r))
+            nodes.append(NodeSpec(l, r, tuple(cands)))
+    return nodes
+
+
+class Resample(nn.Module):
+    """Brings a feature map from one resolution to a neighbouring one and to the target width."""
+
+    def __init__(self, c_in: int, c_out: int, step: int, norm_layer: NormLayer, act_layer: ActLayer):
+        super().__init__()
+        if step not in (-1, 0, 1):
+            raise ValueError(f"step must be -1 (up), 0 or 1 (down), got {step}")
+        self.up = step == -1
+        if step == 1:
+            self.proj: nn.Module = ConvBNAct(c_in, c_out, 3, 2, norm_layer=norm_layer, act_layer=act_layer)
+        elif c_in != c_out or self.up:
+            self.proj = ConvBNAct(c_in, c_out, 1, norm_layer=norm_layer, act_layer=act_layer)
+        else:
+            self.proj = nn.Identity()
+
+    def forward(self, x: torch.Tensor, size: List[int]) -> torch.Tensor:
+        x = self.proj(x)
+        if self.up:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+
+class TrellisNode(nn.Module):
+    """Resamples the active incoming paths, fuses them (the path choice), runs the RSP block."""
+
+    def __init__(self, paths: List[nn.Module], fuse: nn.Module, block: nn.Module):
+        super().__init__()
+        self.paths = nn.ModuleList(paths)
+        self.fuse = fuse
+        self.block = block
+
+    def forward(self, inputs: List[torch.Tensor], size: List[int]) -> torch.Tensor:
+        outs: List[torch.Tensor] = []
+        i = 0
+        for path in self.paths:
+            outs.append(path(inputs[i], size))
+            i += 1
+        return self.block(self.fuse(outs))
+
+
+class SegHead(nn.Module):
+    """Projects every last-layer resolution to the head width, sums them at 1/4, classifies."""
+
+    def __init__(self, in_channels: Sequence[int], head_channels: int, num_classes: int,
+                 norm_layer: NormLayer, act_layer: ActLayer):
+        super().__init__()
+        self.proj = nn.ModuleList([ConvBNAct(c, head_channels, 1, norm_layer=norm_layer, act_layer=act_layer)
+                                   for c in in_channels])
+        self.refine = ConvBNAct(head_channels, head_channels, 3, norm_layer=norm_layer, act_layer=act_layer)
+        self.classifier = nn.Conv2d(head_channels, num_classes, 1)
+
+    def forward(self, feats: List[torch.Tensor]) -> torch.Tensor:
+        size = [feats[0].shape[-2], feats[0].shape[-1]]
+        out = torch.zeros(1, device=feats[0].device, dtype=feats[0].dtype)
+        i = 0
+        for proj in self.proj:
+            y = proj(feats[i])
+            if i > 0:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            out = out + y
+            i += 1
+        return self.classifier(self.refine(out))
+
+
+class Trellis(nn.Module):
+    """Stem, trellis nodes and head; returns logits at input resolution.
+
+    Args:
+        in_channels, num_classes: image channels and number of classes.
+        stem_channels: width inside the stem.
+        resolutions: downsampling factors used, a prefix of (4, 8, 16, 32).
+        channels: width at each resolution.
+        num_layers: trellis layers ``L``.
+        paths_per_node: ``k``, the number of incoming paths each node keeps.
+        skip_paths: also offer paths from layer ``l - 2`` at the same resolution.
+        cell_ops, cell_nodes, rsp_depth: the cell and its RSP block.
+        head_channels: width of the head.
+        aux_heads: add a classifier on every coarser last-layer resolution (deep supervision); it
+            runs only in ``forward_aux``, which training uses.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, stem_channels: int, resolutions: Sequence[int],
+                 channels: Sequence[int], num_layers: int, paths_per_node: int, skip_paths: bool,
+                 cell_ops: Sequence[str], cell_nodes: int, rsp_depth: int, head_channels: int,
+                 aux_heads: bool = False, norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU):
+        super().__init__()
+        resolutions = list(resolutions)
+        self.num_res = len(resolutions)
+        self.stem = nn.Sequential(
+            ConvBNAct(in_channels, stem_channels, 3, 2, norm_layer=norm_layer, act_layer=act_layer),
+            ConvBNAct(stem_channels, stem_channels, 3, 1, norm_layer=norm_layer, act_layer=act_layer),
+            ConvBNAct(stem_channels, channels[0], 3, 2, norm_layer=norm_layer, act_layer=act_layer),
+        )
+        specs = trellis_nodes(num_layers, self.num_res, skip_paths)
+        # Pass 1: every path choice (in a fixed network these already know the chosen paths).
+        choices: Dict[Tuple[int, int], Tuple[List[int], nn.Module]] = {}
+        for spec in specs:
+            k = min(paths_per_node, len(spec.candidates))
+            choices[(spec.layer, spec.res)] = choose_inputs(len(spec.candidates), k, spec.label(resolutions), PathChoice)
+        # Pass 2: keep the nodes that can reach the head (all of them in a supernet).
+        live = {(num_layers, r) for r in range(self.num_res) if r <= num_layers}
+        for spec in reversed(specs):
+            if (spec.layer, spec.res) in live:
+                live.update(spec.candidates[j] for j in choices[(spec.layer, spec.res)][0])
+        # Pass 3: build the live nodes; ``sources`` index the list of computed outputs (stem = 0).
+        position = {(0, 0): 0}
+        self.nodes = nn.ModuleList()
+        self.sources: List[List[int]] = []
+        self.node_res: List[int] = []
+        for spec in specs:
+            key = (spec.layer, spec.res)
+            if key not in live:
+                continue
+            active, fuse = choices[key]
+            paths = [Resample(channels[spec.candidates[j][1]], channels[spec.res], spec.res - spec.candidates[j][1],
+                              norm_layer, act_layer) for j in active]
+            self.nodes.append(TrellisNode(paths, fuse, make_block(channels[spec.res], rsp_depth, cell_ops,
+                                                                  cell_nodes, "cell", norm_layer, act_layer)))
+            self.sources.append([position[spec.candidates[j]] for j in active])
+            self.node_res.append(spec.res)
+            position[key] = len(position)
+        self.outputs: List[int] = [position[(num_layers, r)] for r in range(self.num_res) if r <= num_layers]
+        out_channels = [channels[r] for r in range(len(self.outputs))]
+        self.head = SegHead(out_channels, head_channels, num_classes, norm_layer, act_layer)
+        self.aux_heads = nn.ModuleList([
+            nn.Sequential(ConvBNAct(c, head_channels, 3, norm_layer=norm_layer, act_layer=act_layer),
+                          nn.Conv2d(head_channels, num_classes, 1))
+            for c in out_channels[1:]] if aux_heads else [])
+
+    def _features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = self.stem(x)
+        sizes: List[List[int]] = [[x.shape[-2], x.shape[-1]]]
+        for _ in range(1, self.num_res):
+            sizes.append([(sizes[-1][0] + 1) // 2, (sizes[-1][1] + 1) // 2])
+        outs: List[torch.Tensor] = [x]
+        i = 0
+        for node in self.nodes:
+            inputs: List[torch.Tensor] = []
+            for s in self.sources[i]:
+                inputs.append(outs[s])
+            outs.append(node(inputs, sizes[self.node_res[i]]))
+            i += 1
+        return [outs[i] for i in self.outputs]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes, H, W)`` at the input's resolution, for any ``H`` and ``W``."""
+        logits = self.head(self._features(x))
+        return F.interpolate(logits, size=[x.shape[-2], x.shape[-1]], mode="bilinear", align_corners=False)
+
+    @torch.jit.export
+    def forward_aux(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Main logits and the auxiliary heads' logits, all at input resolution (for training)."""
+        size = [x.shape[-2], x.shape[-1]]
+        feats = self._features(x)
+        main = F.interpolate(self.head(feats), size=size, mode="bilinear", align_corners=False)
+        aux: List[torch.Tensor] = []
+        i = 1
+        for head in self.aux_heads:
+            aux.append(F.interpolate(head(feats[i]), size=size, mode="bilinear", align_corners=False))
+            i += 1
+        return main, aux

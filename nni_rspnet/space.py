@@ -1,0 +1,136 @@
+"""The RSPNet search space: one ``SpaceConfig``, one model class for supernet and final network.
+
+``RSPNetSpace(config)`` is the NNI model space (``@model_wrapper``): a trellis of RSP blocks whose
+cells share one genotype (labels ``cell/...``) and whose nodes choose their incoming paths (labels
+``macro/...``). Under ``nni.retiarii.fixed_arch(arch)`` the same code builds the final network with no
+choice modules left; ``build_network`` (in ``arch.py``) does that on the plain ``RSPNet`` class.
+
+Reference: "NAS-based Recursive Stage Partial Network for Light-Weight Semantic Segmentation" (RSPNet).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, List, Mapping, Optional, Union
+
+from nni.retiarii import model_wrapper
+
+from .config import ConfigError, from_mapping, load_section
+from .macro import RESOLUTIONS, Trellis
+from .ops import OPS
+
+
+@dataclass
+class SpaceConfig:
+    """The search space, as in ``search_spaces/*.yaml`` (section ``space``).
+
+    Attributes:
+        name: a name for reports.
+        num_classes: classes the head predicts.
+        in_channels: image channels.
+        stem_channels: width inside the stem.
+        resolutions: downsampling factors of the trellis rows, a prefix of [4, 8, 16, 32].
+        channels: width at each resolution (each divisible by ``2 ** rsp_depth``).
+        layers: trellis layers ``L`` (at least ``len(resolutions) - 1`` so every row is reached).
+        paths_per_node: ``k``, incoming paths each node keeps.
+        skip_paths: also offer paths from layer ``l - 2`` at the same resolution.
+        cell_nodes: nodes ``B`` of the cell.
+        ops: candidate ops of the cell (names in ``nni_rspnet.ops.OPS``).
+        rsp_depth: recursion depth of the RSP block; 0 is the plain full-width cell.
+        head_channels: width of the segmentation head.
+        aux_heads: auxiliary heads on the coarser last-layer rows (used in training only).
+    """
+
+    name: str = "custom"
+    num_classes: int = 11
+    in_channels: int = 3
+    stem_channels: int = 16
+    resolutions: List[int] = field(default_factory=lambda: [4, 8, 16])
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64])
+    layers: int = 4
+    paths_per_node: int = 2
+    skip_paths: bool = False
+    cell_nodes: int = 4
+    ops: List[str] = field(default_factory=lambda: list(OPS))
+    rsp_depth: int = 2
+    head_channels: int = 32
+    aux_heads: bool = False
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first bad value."""
+        positive = ("num_classes", "in_channels", "stem_channels", "layers", "paths_per_node", "cell_nodes",
+                    "head_channels")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        n = len(self.resolutions)
+        if n == 0 or list(self.resolutions) != list(RESOLUTIONS[:n]):
+            raise ValueError(f"resolutions must be a prefix of {list(RESOLUTIONS)}, got {self.resolutions}")
+        if len(self.channels) != n:
+            raise ValueError(f"channels must give one width per resolution ({n}), got {self.channels}")
+        if self.rsp_depth < 0:
+            raise ValueError(f"rsp_depth must be >= 0, got {self.rsp_depth}")
+        for c in self.channels:
+            if c < 1 or c % (2 ** self.rsp_depth):
+                raise ValueError(f"channels: {c} is not a positive multiple of 2 ** rsp_depth = {2 ** self.rsp_depth}")
+        if self.layers < n - 1:
+            raise ValueError(f"layers must be >= len(resolutions) - 1 = {n - 1} to reach 1/{self.resolutions[-1]}, "
+                             f"got {self.layers}")
+        if not self.ops:
+            raise ValueError("ops must name at least one op")
+        for op in self.ops:
+            if op not in OPS:
+                raise ValueError(f"ops: unknown op {op!r}; expected some of {sorted(OPS)}")
+        if len(set(self.ops)) != len(self.ops):
+            raise ValueError(f"ops: duplicate names in {self.ops}")
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, os.PathLike], overrides: Optional[Iterable[str]] = None) -> "SpaceConfig":
+        """Loads the ``space`` section of a config file; ``overrides`` are ``space.KEY=VALUE`` strings."""
+        return load_section(cls, path, "space", overrides)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "space config") -> "SpaceConfig":
+        return from_mapping(cls, data, where)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def as_space_config(config: Union[SpaceConfig, Mapping[str, Any], str, os.PathLike]) -> SpaceConfig:
+    """Accepts a ``SpaceConfig``, a mapping of its fields or the path of a config file."""
+    if isinstance(config, SpaceConfig):
+        config.validate()
+        return config
+    if isinstance(config, Mapping):
+        return SpaceConfig.from_dict(config)
+    if isinstance(config, (str, os.PathLike)):
+        return SpaceConfig.from_yaml(config)
+    raise ConfigError(f"expected a SpaceConfig, a mapping or a YAML path, got {type(config).__name__}")
+
+
+class RSPNet(Trellis):
+    """The RSPNet network for ``config``: a supernet, or under ``fixed_arch`` a plain network.
+
+    Args:
+        config: a ``SpaceConfig``, a mapping of its fields, or the path of a YAML config.
+    """
+
+    def __init__(self, config: Union[SpaceConfig, Mapping[str, Any], str, os.PathLike]):
+        cfg = as_space_config(config)
+        super().__init__(cfg.in_channels, cfg.num_classes, cfg.stem_channels, cfg.resolutions, cfg.channels,
+                         cfg.layers, cfg.paths_per_node, cfg.skip_paths, cfg.ops, cfg.cell_nodes, cfg.rsp_depth,
+                         cfg.head_channels, cfg.aux_heads)
+        self.config = cfg
+
+
+@model_wrapper
+class RSPNetSpace(RSPNet):
+    """The NNI model space of RSPNet (``@model_wrapper``), for ``RetiariiExperiment``.
+
+    Its init arguments are traced, so NNI can rebuild it in another process; pass a mapping
+    (``config.to_dict()``) or a YAML path when the space has to travel to multi-trial workers.
+    """
