@@ -12,7 +12,6 @@ bypasses, the other goes through the cell; recursively, the cell's output is spl
 its second half goes through the next (narrower) cell, to depth ``r``. The halves are concatenated
 and fused by a 1 x 1 transition. The cell therefore sees C/2, C/4, ... channels.
 """
-from __future__ import annotations
 
 from collections import OrderedDict
 from typing import List, Sequence
@@ -37,13 +36,15 @@ class Cell(nn.Module):
         norm_layer / act_layer: injected into every op.
     """
 
+    sources: List[List[int]]  # per node: the state index feeding each built edge
+
     def __init__(self, channels: int, ops: Sequence[str], num_nodes: int = 4, label: str = "cell",
                  norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU):
         super().__init__()
         if num_nodes < 1:
             raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
         self.num_nodes = num_nodes
-        self.sources: List[List[int]] = []  # per node: the state index feeding each built edge
+        self.sources = []
         self.edges = nn.ModuleList()
         self.fuse = nn.ModuleList()
         for i in range(num_nodes):

@@ -9,7 +9,6 @@ the fusion points of the macro trellis, which path attention replaces during the
 and the module that fuses them. In a supernet every candidate is computed; in a fixed network only
 the chosen ones are built at all, so unchosen edges cost nothing.
 """
-from __future__ import annotations
 
 from typing import List, Sequence, Tuple, Type, Union
 

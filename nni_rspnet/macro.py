@@ -11,7 +11,6 @@ them, then the node runs an RSP block. The head fuses every resolution of the la
 In a fixed network (built under ``fixed_arch``) only the chosen paths are built, and nodes whose
 output cannot reach the head are pruned, so they cost neither parameters nor time.
 """
-from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -135,6 +134,10 @@ class Trellis(nn.Module):
             runs only in ``forward_aux``, which training uses.
     """
 
+    sources: List[List[int]]  # per built node: positions of its active inputs among computed outputs
+    node_res: List[int]  # per built node: its resolution index
+    outputs: List[int]  # positions of the last layer's outputs, fine to coarse
+
     def __init__(self, in_channels: int, num_classes: int, stem_channels: int, resolutions: Sequence[int],
                  channels: Sequence[int], num_layers: int, paths_per_node: int, skip_paths: bool,
                  cell_ops: Sequence[str], cell_nodes: int, rsp_depth: int, head_channels: int,
@@ -161,8 +164,8 @@ class Trellis(nn.Module):
         # Pass 3: build the live nodes; ``sources`` index the list of computed outputs (stem = 0).
         position = {(0, 0): 0}
         self.nodes = nn.ModuleList()
-        self.sources: List[List[int]] = []
-        self.node_res: List[int] = []
+        self.sources = []
+        self.node_res = []
         for spec in specs:
             key = (spec.layer, spec.res)
             if key not in live:
@@ -175,7 +178,7 @@ class Trellis(nn.Module):
             self.sources.append([position[spec.candidates[j]] for j in active])
             self.node_res.append(spec.res)
             position[key] = len(position)
-        self.outputs: List[int] = [position[(num_layers, r)] for r in range(self.num_res) if r <= num_layers]
+        self.outputs = [position[(num_layers, r)] for r in range(self.num_res) if r <= num_layers]
         out_channels = [channels[r] for r in range(len(self.outputs))]
         self.head = SegHead(out_channels, head_channels, num_classes, norm_layer, act_layer)
         self.aux_heads = nn.ModuleList([
