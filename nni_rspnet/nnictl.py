@@ -1,0 +1,323 @@
+"""Driving ``nnictl`` experiments from Python: launch, poll the REST API, stop, and leave nothing behind.
+
+Used by the tests and by ``nni-rspnet report`` (which reads a running experiment through the same REST
+client). The experiment YAML of ``experiment_configs/`` is copied with a few fields overridden (working
+directory, trial count, interpreter), so a test runs the same file a user runs.
+
+NNI's manager (a Node process) listens on every interface (``app.listen(port)``); ``launch`` preloads
+a tiny script through ``NODE_OPTIONS`` that pins such listens to 127.0.0.1, so nothing is exposed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+import yaml
+
+from .config import ConfigError
+
+# Statuses after which an experiment schedules no more work.
+FINISHED_STATUSES = ("DONE", "STOPPED", "ERROR", "NO_MORE_TRIAL")
+TRIAL_DONE_STATUSES = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+
+# Pins a Node server that listens on a port without a host to the loopback interface.
+_LOCALHOST_JS = r"""
+const net = require('net');
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  const first = args[0];
+  if (typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) {
+    if (args.length === 1 || typeof args[1] !== 'string') args.splice(1, 0, '127.0.0.1');
+  } else if (first && typeof first === 'object' && first.path === undefined && !first.host) {
+    args[0] = Object.assign({}, first, { host: '127.0.0.1' });
+  }
+  return listen.apply(this, args);
+};
+"""
+_PATH_KEYS = ("trialCodeDirectory", "searchSpaceFile", "experimentWorkingDirectory")
+
+
+class NniError(RuntimeError):
+    """An experiment that failed to start, failed, or timed out; the message names it."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def localhost_node_options(folder: Union[str, os.PathLike]) -> str:
+    """Writes the loopback-only preload script into ``folder``; returns the ``NODE_OPTIONS`` value."""
+    path = Path(folder) / "nni_localhost_only.js"
+    path.write_text(_LOCALHOST_JS, encoding="utf-8")
+    return f"--require {path}"
+
+
+def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike], *,
+                   working_dir: Optional[Union[str, os.PathLike]] = None, python: Optional[str] = None,
+                   trial_args: Sequence[str] = (), overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Copies an nnictl experiment YAML to ``out`` with a few fields replaced.
+
+    Relative paths (``trialCodeDirectory``, ``searchSpaceFile``, ``experimentWorkingDirectory``) are
+    resolved against the original file's folder, as nnictl does, so the copy may live anywhere.
+
+    Args:
+        config: the experiment YAML (``experiment_configs/*.yml``).
+        out: where to write the copy.
+        working_dir: ``experimentWorkingDirectory`` (where NNI keeps the experiment and its trials).
+        python: interpreter that replaces a leading ``python``/``python3`` of ``trialCommand``.
+        trial_args: appended to ``trialCommand`` (for example ``--set train.epochs=1``).
+        overrides: other top-level fields to set (``maxTrialNumber``, ``trialConcurrency``, ...).
+
+    Returns:
+        The written configuration.
+    """
+    config = Path(config)
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{config}: experiment config not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{config}: not valid YAML: {err}") from None
+    if not isinstance(data, dict) or "trialCommand" not in data:
+        raise ConfigError(f"{config}: expected an nnictl experiment config with a 'trialCommand'")
+    for key in _PATH_KEYS:
+        if isinstance(data.get(key), str) and not os.path.isabs(os.path.expanduser(data[key])):
+            data[key] = str((config.parent / data[key]).resolve())
+    if working_dir is not None:
+        data["experimentWorkingDirectory"] = str(Path(working_dir).resolve())
+    command = str(data["trialCommand"])
+    if python:
+        command = re.sub(r"^python3?(?=\s)", python, command.strip())
+    if trial_args:
+        command = " ".join([command, *(_quote(a) for a in trial_args)])
+    data["trialCommand"] = command
+    data.update(overrides or {})
+    Path(out).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return data
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+class RestClient:
+    """Reads an experiment through the NNI manager's REST API (``/api/v1/nni/...``) on 127.0.0.1."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0):
+        self.base = f"http://{host}:{port}/api/v1/nni"
+        self.timeout = timeout
+
+    def get(self, path: str) -> Any:
+        """GET ``path`` (for example ``/trial-jobs``) and decode the JSON reply."""
+        with urllib.request.urlopen(self.base + path, timeout=self.timeout) as reply:
+            return json.loads(reply.read().decode("utf-8"))
+
+    def alive(self) -> bool:
+        try:
+            self.get("/check-status")
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def status(self) -> str:
+        return self.get("/check-status")["status"]
+
+    def experiment_id(self) -> str:
+        return self.get("/experiment")["id"]
+
+    def trials(self) -> List[Dict[str, Any]]:
+        return self.get("/trial-jobs")
+
+    def metrics(self) -> List[Dict[str, Any]]:
+        return self.get("/metric-data")
+
+    def wait(self, until: Callable[["RestClient"], bool], timeout: float, interval: float = 2.0,
+             what: str = "condition") -> None:
+        """Polls until ``until(self)`` holds; raises ``NniError`` on timeout or when the experiment errs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.get("/check-status")
+            if status.get("status") == "ERROR":
+                raise NniError(f"experiment at {self.base} is in ERROR: {status.get('errors')}")
+            if until(self):
+                return
+            if time.monotonic() > deadline:
+                raise NniError(f"timed out after {timeout:.0f} s waiting for {what}; status {status}, "
+                               f"trials {[(t.get('trialJobId'), t.get('status')) for t in self.trials()]}")
+            time.sleep(interval)
+
+    def wait_finished(self, timeout: float, interval: float = 2.0) -> str:
+        """Waits until the experiment is DONE (or stopped) and no trial runs; returns the status."""
+        def finished(client: "RestClient") -> bool:
+            trials = client.trials()
+            return (client.status() in FINISHED_STATUSES and bool(trials)
+                    and all(t["status"] in TRIAL_DONE_STATUSES for t in trials))
+
+        self.wait(finished, timeout, interval, what="the experiment to finish")
+        return self.status()
+
+
+def parse_metric(record: Mapping[str, Any]) -> Any:
+    """The value of one ``/metric-data`` record (or ``finalMetricData`` entry); NNI double-encodes it."""
+    value = json.loads(record["data"])
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@dataclass
+class Experiment:
+    """A launched experiment: id, port, working folder and the manager process id."""
+
+    id: str
+    port: int
+    working_dir: Path
+    manager_pid: Optional[int] = None
+    env: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return self.working_dir / self.id
+
+    @property
+    def rest(self) -> RestClient:
+        return RestClient(self.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _nnictl(args: Sequence[str], env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nni.tools.nnictl.nnictl", *args], env=dict(env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def launch(config: Union[str, os.PathLike], port: int, working_dir: Union[str, os.PathLike], *,
+           env: Optional[Mapping[str, str]] = None, timeout: float = 120.0) -> Experiment:
+    """Runs ``nnictl create --config CONFIG --port PORT`` and returns the running experiment.
+
+    The NNI manager listens on 127.0.0.1 only (see the module docstring). ``working_dir`` must be the
+    config's ``experimentWorkingDirectory`` (``prepare_config`` sets both).
+
+    Raises:
+        NniError: nnictl failed or the manager did not answer; its output is in the message.
+    """
+    working_dir = Path(working_dir)
+    working_dir.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ if env is None else env)
+    # Trials run `python -m nni_rspnet.trial` through the shell: this interpreter's folder comes first.
+    full_env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), full_env.get("PATH", "")])
+    full_env["NODE_OPTIONS"] = " ".join(filter(None, [full_env.get("NODE_OPTIONS", ""),
+                                                       localhost_node_options(working_dir)]))
+    try:
+        done = _nnictl(["create", "--config", os.fspath(config), "--port", str(port)], full_env, timeout)
+    except subprocess.TimeoutExpired as err:
+        raise NniError(f"nnictl create --config {config} did not return within {timeout:.0f} s") from err
+    text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)  # nnictl colours its output
+    found = re.search(r"(?:Experiment ID:|experiment id is)\s*(\w+)", text)
+    if done.returncode != 0 or not found:
+        _kill_managers_on_port(port)
+        raise NniError(f"nnictl create --config {config} failed (exit {done.returncode}):\n"
+                       f"{text[-2000:]}\n{done.stderr[-2000:]}")
+    exp = Experiment(found.group(1), port, working_dir, env=full_env)
+    exp.manager_pid = next(iter(manager_pids(exp.id)), None)
+    return exp
+
+
+def _proc_pids() -> Iterator[int]:
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            yield int(name)
+
+
+def _read_proc(pid: int, what: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/{what}", "rb") as f:
+            return f.read()
+    except OSError:  # gone, or not ours to read
+        return b""
+
+
+def manager_pids(exp_id: str) -> List[int]:
+    """Node NNI manager processes of experiment ``exp_id`` (found by their command line)."""
+    pids = []
+    for pid in _proc_pids():
+        argv = _read_proc(pid, "cmdline").split(b"\0")
+        if any(a.endswith(b"main.js") for a in argv) and exp_id.encode() in argv:
+            pids.append(pid)
+    return pids
+
+
+def trial_pids(exp_id: str) -> List[int]:
+    """Trial processes of experiment ``exp_id`` (their environment holds ``NNI_EXP_ID=<id>``)."""
+    marker = f"NNI_EXP_ID={exp_id}".encode()
+    return [pid for pid in _proc_pids() if pid != os.getpid() and marker in _read_proc(pid, "environ").split(b"\0")]
+
+
+def leftover_processes(exp_id: str) -> List[int]:
+    """Every process of the experiment still alive: the manager and the trials (zombies excluded)."""
+    pids = sorted(set(manager_pids(exp_id)) | set(trial_pids(exp_id)))
+    return [pid for pid in pids if b") Z " not in _read_proc(pid, "stat")]
+
+
+def _kill(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _kill_managers_on_port(port: int) -> None:
+    for pid in _proc_pids():
+        argv = _read_proc(pid, "cmdline").split(b"\0")
+        if any(a.endswith(b"main.js") for a in argv) and str(port).encode() in argv:
+            _kill([pid], signal.SIGKILL)
+
+
+def stop(exp: Experiment, timeout: float = 60.0) -> List[int]:
+    """``nnictl stop <id>``, then kills by pid whatever of the experiment survived it.
+
+    Returns:
+        The processes still alive at the end (empty when all went away).
+    """
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        _nnictl(["stop", exp.id], exp.env or os.environ, timeout)
+    deadline = time.monotonic() + 15
+    while leftover_processes(exp.id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = leftover_processes(exp.id)
+        if not left:
+            break
+        _kill(left, sig)
+        time.sleep(2)
+    return leftover_processes(exp.id)
+
+
+@contextlib.contextmanager
+def running(config: Union[str, os.PathLike], port: int, working_dir: Union[str, os.PathLike], *,
+            env: Optional[Mapping[str, str]] = None, timeout: float = 120.0) -> Iterator[Experiment]:
+    """``launch`` as a context: the experiment is stopped and its processes killed on exit, even on error."""
+    exp = launch(config, port, working_dir, env=env, timeout=timeout)
+    try:
+        yield exp
+    finally:
+        left = stop(exp)
+        if left:
+            raise NniError(f"experiment {exp.id}: processes {left} survived nnictl stop and SIGKILL")
