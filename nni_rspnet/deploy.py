@@ -1,0 +1,288 @@
+"""Shipping a trained network: self-describing checkpoints, TorchScript and ONNX export, prediction.
+
+``model.pt`` is a plain dict ``{"format", "space", "arch", "state_dict", "meta"}`` (loadable with
+``torch.load(..., weights_only=True)``): the space config and the architecture rebuild the network,
+``meta`` holds the class names, the dataset and the normalisation. Exported TorchScript files carry
+the same ``meta`` as an extra file, ONNX files as metadata properties, so ``predict`` works from any
+of the three.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "nni-rspnet-model/1"
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used; the message names it."""
+
+
+def _atomic_path(path: str, suffix: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    return tmp
+
+
+def _finish(tmp: str, path: str) -> None:
+    os.replace(tmp, path)
+
+
+def save_model(net: nn.Module, path: str, space: Optional[Dict[str, Any]] = None,
+               arch: Optional[Dict[str, Any]] = None, meta: Optional[Dict[str, Any]] = None) -> None:
+    """Writes ``net``'s weights with everything needed to rebuild it (atomically).
+
+    Args:
+        net: the trained network.
+        path: output file, conventionally ``model.pt``.
+        space: ``SpaceConfig.to_dict()``; ``None`` takes ``net.config`` when the network has one.
+        arch: the architecture dict ``build_network`` was given.
+        meta: class names, dataset, normalisation, metrics (JSON-able values).
+    """
+    if space is None and hasattr(net, "config"):
+        space = net.config.to_dict()
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    payload = {"format": FORMAT, "space": space, "arch": arch, "state_dict": state,
+               "meta": json.loads(json.dumps(meta or {}))}
+    tmp = _atomic_path(path, ".pt")
+    try:
+        torch.save(payload, tmp)
+        _finish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Reads a ``model.pt`` written by ``save_model`` (``weights_only=True``) and checks its keys."""
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ModelFileError(f"{path}: not a model.pt written by nni-rspnet train ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a model.pt written by nni-rspnet train (no {FORMAT!r} marker)")
+    for key in ("space", "arch", "state_dict"):
+        if not payload.get(key):
+            raise ModelFileError(f"{path}: missing {key!r}; cannot rebuild the network")
+    return payload
+
+
+def load_model(path: str, device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """Rebuilds the network of a ``model.pt`` and loads its weights (eval mode, on ``device``)."""
+    from .arch import build_network
+
+    payload = load_checkpoint(path)
+    net = build_network(payload["space"], payload["arch"])
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ModelFileError(f"{path}: weights do not fit the stored architecture ({str(err)[:300]})") from None
+    return net.to(device).eval()
+
+
+def model_meta(path: str) -> Dict[str, Any]:
+    """The ``meta`` dict of a ``model.pt``, TorchScript or ONNX file written by this module."""
+    if path.endswith(".onnx"):
+        import onnx
+
+        model = onnx.load(path, load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props}
+        return json.loads(props.get("nni_rspnet_meta", "{}"))
+    try:
+        return load_checkpoint(path).get("meta") or {}
+    except ModelFileError:
+        extra = {"meta.json": ""}
+        torch.jit.load(path, map_location="cpu", _extra_files=extra)
+        return json.loads(extra["meta.json"] or "{}")
+
+
+def export_torchscript(net: nn.Module, path: str, meta: Optional[Dict[str, Any]] = None,
+                       check_input: Optional[torch.Tensor] = None) -> torch.jit.ScriptModule:
+    """Scripts ``net`` (``torch.jit.script``, so any input size works), saves it atomically with
+    ``meta`` as the extra file ``meta.json``, and returns the scripted module.
+
+    With ``check_input``, the saved file is loaded back and its output compared to ``net``'s
+    (``ValueError`` beyond 1e-4).
+    """
+    net = net.cpu().eval()
+    scripted = torch.jit.script(net)
+    tmp = _atomic_path(path, ".pt")
+    try:
+        torch.jit.save(scripted, tmp, _extra_files={"meta.json": json.dumps(meta or {})})
+        _finish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if check_input is not None:
+        with torch.no_grad():
+            diff = (torch.jit.load(path)(check_input) - net(check_input)).abs().max().item()
+        if diff > 1e-4:
+            raise ValueError(f"{path}: TorchScript output differs from PyTorch by {diff:.2e} (> 1e-4)")
+    return scripted
+
+
+def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Optional[Dict[str, Any]] = None,
+                opset: int = 17, check: bool = True) -> float:
+    """Exports ``net`` to ONNX (TorchScript-based exporter, ``dynamo=False``) for ``[N, C, H, W]``
+    inputs of ``input_size = (H, W)`` with a dynamic batch; adds ``meta`` as metadata and, with
+    ``check``, runs the file in onnxruntime and returns the largest difference from PyTorch.
+
+    Raises:
+        ValueError: the onnxruntime output differs from PyTorch by more than 1e-4.
+    """
+    import onnx
+
+    net = net.cpu().eval()
+    h, w = int(input_size[0]), int(input_size[1])
+    c = _in_channels(net)
+    x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
+    tmp = _atomic_path(path, ".onnx")
+    try:
+        torch.onnx.export(net, (x,), tmp, dynamo=False, opset_version=opset, input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+        model = onnx.load(tmp)
+        onnx.checker.check_model(model)
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "nni_rspnet_meta", json.dumps(meta or {})
+        onnx.save(model, tmp)
+        _finish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if not check:
+        return float("nan")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out = session.run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        ref = net(x).numpy()
+    diff = float(np.abs(out - ref).max())
+    if diff > 1e-4:
+        raise ValueError(f"{path}: onnxruntime output differs from PyTorch by {diff:.2e} (> 1e-4)")
+    return diff
+
+
+def _in_channels(net: nn.Module) -> int:
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return 3
+
+
+class Predictor:
+    """Runs a ``model.pt``, TorchScript ``.pt`` or ``.onnx`` file on RGB uint8 images.
+
+    Args:
+        model_path: the model file.
+        device: torch device for ``model.pt`` and TorchScript files.
+    """
+
+    def __init__(self, model_path: str, device: str = "cpu"):
+        if not os.path.isfile(model_path):
+            raise ModelFileError(f"{model_path}: model file not found")
+        self.path, self.device = model_path, device
+        self.meta = model_meta(model_path)
+        self.mean = self.meta.get("mean", [0.485, 0.456, 0.406])
+        self.std = self.meta.get("std", [0.229, 0.224, 0.225])
+        self.session = None
+        self.input_hw: Optional[Tuple[int, int]] = None
+        if model_path.endswith(".onnx"):
+            import onnxruntime as ort
+
+            self.session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+            shape = self.session.get_inputs()[0].shape
+            self.input_hw = (int(shape[2]), int(shape[3]))
+        else:
+            try:
+                self.net = load_model(model_path, device)
+            except ModelFileError:
+                self.net = torch.jit.load(model_path, map_location=device).eval()
+
+    @torch.no_grad()
+    def logits(self, image: np.ndarray) -> np.ndarray:
+        """``[C, H, W]`` logits for one ``H x W x 3`` uint8 image (ONNX inputs are resized to the
+        exported size and the logits resized back)."""
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)
+        x = ((x - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)).unsqueeze(0)
+        h, w = x.shape[-2:]
+        if self.session is not None:
+            size = self.input_hw
+            xin = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False) \
+                if tuple(size) != (h, w) else x
+            out = torch.from_numpy(self.session.run(None, {"image": xin.numpy()})[0])
+            if tuple(size) != (h, w):
+                out = torch.nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+            return out[0].numpy()
+        return self.net(x.to(self.device))[0].cpu().numpy()
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """``H x W`` uint8 class indices."""
+        return self.logits(image).argmax(0).astype(np.uint8)
+
+
+def save_mask_png(mask: np.ndarray, path: str, colours: Optional[np.ndarray] = None) -> None:
+    """Writes class indices as a palette PNG: pixel values are the indices, the palette colours them."""
+    from PIL import Image
+
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    im = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
+    if colours is not None:
+        im.putpalette(colours.astype(np.uint8).reshape(-1).tolist())
+    tmp = _atomic_path(path, ".png")
+    try:
+        im.save(tmp, format="PNG")
+        _finish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cpu",
+                   overlay: bool = False) -> List[str]:
+    """Predicts every image of ``in_dir`` and writes ``out_dir/<stem>.png`` masks (palette PNGs whose
+    values are class indices); with ``overlay`` also ``<stem>_overlay.jpg``. Returns the mask paths.
+
+    Raises:
+        DataError: ``in_dir`` is missing, holds no image, or an image cannot be read (names the file).
+    """
+    from PIL import Image
+
+    from .data import IMAGE_EXTENSIONS, DataError, colourise, palette, read_image
+
+    if not os.path.isdir(in_dir):
+        raise DataError(f"{in_dir}: input folder not found")
+    names = sorted(f for f in os.listdir(in_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise DataError(f"{in_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    predictor = Predictor(model_path, device)
+    colours = palette(len(predictor.meta.get("classes", [])) or 256, predictor.meta.get("dataset", "builtin"))
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    from tqdm import tqdm
+
+    for name in tqdm(names, desc="predict", unit="img", disable=len(names) < 5):
+        image = read_image(os.path.join(in_dir, name))
+        mask = predictor.predict(image)
+        out = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")
+        save_mask_png(mask, out, colours)
+        if overlay:
+            blend = (0.5 * image + 0.5 * colourise(mask, colours)).astype(np.uint8)
+            Image.fromarray(blend).save(os.path.join(out_dir, os.path.splitext(name)[0] + "_overlay.jpg"))
+        written.append(out)
+    return written

@@ -1,0 +1,462 @@
+"""Training of a segmentation network with PyTorch Lightning, for NNI's search and for retraining.
+
+``SegmentationModule`` is the one Lightning module used everywhere: NNI's one-shot strategies wrap it
+(they call its ``training_step`` themselves), multi-trial NNI runs it as the evaluator's module, and
+``train_network`` retrains a fixed network with it (checkpoints every epoch, resume after a kill,
+history and curves, DDP on CPU). Evaluation lives in ``evaluate.py``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional
+
+import nni
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from nni.retiarii.evaluator.pytorch import LightningModule
+from torch import nn
+
+from .metrics import IGNORE_INDEX, SegMetric
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass
+class TrainConfig:
+    """Training of a fixed network, as in the ``train`` section of ``search_spaces/*.yaml``.
+
+    Attributes:
+        epochs: training epochs.
+        optimizer: ``sgd`` (with momentum, Nesterov off) or ``adamw``.
+        lr, momentum, weight_decay: optimiser settings (``momentum`` is AdamW's beta1).
+        poly_power: the learning rate decays as ``(1 - t / T) ** poly_power`` after the warm-up.
+        warmup_epochs: linear warm-up from ``lr / 100`` to ``lr`` over this many epochs (may be fractional).
+        aux_weight: weight of the auxiliary-head losses (used when the network has aux heads).
+        ohem_thresh: online hard example mining: keep pixels whose true-class probability is below this
+            (0 = plain cross-entropy).
+        ohem_min_kept: OHEM keeps at least this many pixels per batch.
+        ema_decay: keep an exponential moving average (Polyak) of the weights with this decay and
+            validate/export it (0 = off).
+        teacher: path of a ``model.pt`` to distil from (``None`` = no distillation).
+        kd_weight: weight of the distillation loss.
+        kd_temperature: softmax temperature of the distillation loss.
+        amp: mixed precision (float16) when training on a GPU; ignored on CPU.
+        accelerator: ``cpu``, ``gpu`` or ``auto``.
+        devices: number of devices (processes on CPU).
+        strategy: Lightning strategy, e.g. ``ddp`` (gloo on CPU) or ``auto``.
+        seed: seed of the run.
+        grad_clip: gradient norm clipping (0 = off).
+        log_every_n_steps: Lightning's logging interval.
+    """
+
+    epochs: int = 10
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    warmup_epochs: float = 0.0
+    aux_weight: float = 0.4
+    ohem_thresh: float = 0.0
+    ohem_min_kept: int = 10000
+    ema_decay: float = 0.0
+    teacher: Optional[str] = None
+    kd_weight: float = 1.0
+    kd_temperature: float = 1.0
+    amp: bool = True
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    seed: int = 0
+    grad_clip: float = 0.0
+    log_every_n_steps: int = 10
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first bad value."""
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for key in ("weight_decay", "warmup_epochs", "aux_weight", "kd_weight", "grad_clip", "poly_power"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0 <= self.ohem_thresh < 1:
+            raise ValueError(f"ohem_thresh must be in [0, 1), got {self.ohem_thresh}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.kd_temperature <= 0:
+            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}")
+        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
+            raise ValueError(f"accelerator must be cpu, gpu or auto, got {self.accelerator!r}")
+        if self.devices < 1:
+            raise ValueError(f"devices must be >= 1, got {self.devices}")
+        if self.teacher is not None and not os.path.isfile(self.teacher):
+            raise ValueError(f"teacher: checkpoint {self.teacher!r} not found")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                      ohem_thresh: float = 0.0, ohem_min_kept: int = 10000) -> torch.Tensor:
+    """Pixel cross-entropy over non-ignored pixels, optionally with online hard example mining.
+
+    With OHEM (``ohem_thresh > 0``) only pixels whose true-class probability is below
+    ``ohem_thresh`` count, but at least the ``ohem_min_kept`` hardest ones (as in BiSeNet/HRNet), so
+    easy background does not swamp the gradient. A batch with no valid pixel gives a zero loss that
+    still has a graph.
+    """
+    loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none").flatten()
+    loss = loss[target.flatten() != ignore_index]
+    if loss.numel() == 0:
+        return logits.sum() * 0.0
+    if ohem_thresh > 0:
+        hard_loss = -math.log(ohem_thresh)
+        ordered, _ = loss.sort(descending=True)
+        n_min = min(max(1, ohem_min_kept), ordered.numel())
+        if ordered[n_min - 1] > hard_loss:
+            loss = ordered[ordered > hard_loss]
+        else:
+            loss = ordered[:n_min]
+    return loss.mean()
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
+                      temperature: float = 1.0, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Pixel-wise KL(teacher || student) of the softened class distributions, times ``T**2``,
+    averaged over non-ignored pixels."""
+    valid = (target != ignore_index).unsqueeze(1)
+    log_p = F.log_softmax(student / temperature, dim=1)
+    log_q = F.log_softmax(teacher / temperature, dim=1)
+    kl = (log_q.exp() * (log_q - log_p)).sum(1, keepdim=True)
+    n = valid.sum().clamp(min=1)
+    return (kl * valid).sum() / n * temperature ** 2
+
+
+def poly_warmup_factor(step: int, total_steps: int, warmup_steps: int, power: float) -> float:
+    """LR multiplier: linear warm-up from 0.01 to 1, then ``(1 - progress) ** power`` down to 0."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return 0.01 + 0.99 * step / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return (1.0 - progress) ** power
+
+
+@nni.trace
+class SegmentationModule(LightningModule):
+    """Trains and validates ``self.model`` (set by NNI or ``set_model``) for semantic segmentation.
+
+    All init arguments are plain values, so NNI can serialise the module into trial parameters.
+    ``training_step`` returns the loss and does no manual optimisation, so NNI's one-shot strategies
+    can call it on their own. ``self.model`` is the only trained submodule; the EMA copy and the
+    teacher (both optional, created in ``setup``) are frozen.
+
+    Args:
+        num_classes: classes of the network output.
+        ignore_index: target value that has no loss and no metric.
+        optimizer: ``sgd`` or ``adamw``.
+        lr, momentum, weight_decay: optimiser settings.
+        poly_power: poly decay power after the warm-up.
+        warmup_epochs: linear warm-up length in epochs.
+        aux_weight: weight of auxiliary-head losses (when the model has ``aux_heads``).
+        ohem_thresh, ohem_min_kept: OHEM (see ``segmentation_loss``); ``ohem_thresh=0`` is off.
+        ema_decay: EMA of the weights for validation and export (0 = off).
+        teacher: path of a ``model.pt`` to distil from (``None`` = off).
+        kd_weight, kd_temperature: distillation loss weight and temperature.
+        total_steps: optimiser steps of the whole run for the schedule; 0 asks the Trainer.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, optimizer: str = "sgd",
+                 lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4, poly_power: float = 0.9,
+                 warmup_epochs: float = 0.0, aux_weight: float = 0.4, ohem_thresh: float = 0.0,
+                 ohem_min_kept: int = 10000, ema_decay: float = 0.0, teacher: Optional[str] = None,
+                 kd_weight: float = 1.0, kd_temperature: float = 1.0, total_steps: int = 0):
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.optimizer_name, self.lr, self.momentum, self.weight_decay = optimizer, lr, momentum, weight_decay
+        self.poly_power, self.warmup_epochs = poly_power, warmup_epochs
+        self.aux_weight, self.ohem_thresh, self.ohem_min_kept = aux_weight, ohem_thresh, ohem_min_kept
+        self.ema_decay, self.teacher_path = ema_decay, teacher
+        self.kd_weight, self.kd_temperature = kd_weight, kd_temperature
+        self.total_steps = total_steps
+        self.val_miou = SegMetric(num_classes, ignore_index)
+        self.train_loss_mean = torchmetrics.MeanMetric()
+        self.ema: Optional[nn.Module] = None
+        self.teacher: Optional[nn.Module] = None
+        self.last_val_miou: Optional[float] = None
+
+    @classmethod
+    def from_config(cls, num_classes: int, cfg: TrainConfig, ignore_index: int = IGNORE_INDEX) -> "SegmentationModule":
+        """The module for a ``TrainConfig``."""
+        return cls(num_classes, ignore_index, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.poly_power,
+                   cfg.warmup_epochs, cfg.aux_weight, cfg.ohem_thresh, cfg.ohem_min_kept, cfg.ema_decay, cfg.teacher,
+                   cfg.kd_weight, cfg.kd_temperature)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        # Created here, not in __init__: NNI sets the model after construction. Lightning restores
+        # checkpoints after setup, so the EMA weights come back on resume.
+        if self.ema_decay > 0 and self.ema is None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)
+        if self.teacher_path and self.teacher is None:
+            from .deploy import load_model
+
+            self.teacher = load_model(self.teacher_path, device="cpu").to(self.device).eval()
+            self.teacher.requires_grad_(False)
+
+    def eval_network(self) -> nn.Module:
+        """The weights to validate and export: the EMA copy when enabled, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.eval_network()(x)
+
+    # -- steps ---------------------------------------------------------------------------------------
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return segmentation_loss(logits, y, self.ignore_index, self.ohem_thresh, self.ohem_min_kept)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        aux: List[torch.Tensor] = []
+        if self.aux_weight > 0 and len(getattr(self.model, "aux_heads", ())) > 0:
+            logits, aux = self.model.forward_aux(x)
+        else:
+            logits = self.model(x)
+        loss = self._loss(logits, y)
+        for a in aux:
+            loss = loss + self.aux_weight * self._loss(a, y)
+        if self.teacher is not None and self.kd_weight > 0:
+            self.teacher.eval()  # Lightning puts every submodule in train mode each epoch
+            with torch.no_grad():
+                t_logits = self.teacher(x)
+            loss = loss + self.kd_weight * distillation_loss(logits, t_logits, y, self.kd_temperature,
+                                                             self.ignore_index)
+        self.train_loss_mean.update(loss.detach())
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.eval_network()(x)
+        loss = self._loss(logits, y)
+        self.val_miou.update(logits, y)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=x.shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_miou.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        miou = self.val_miou.compute()  # synced over DDP processes by torchmetrics
+        self.log("val_miou", miou, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return  # NNI keeps the first final result: never report the untrained sanity check
+        self.last_val_miou = float(miou)
+        if self.running_mode == "multi" and nni.get_current_parameter() is not None:
+            nni.report_intermediate_result({"default": self.last_val_miou, "epoch": int(self.current_epoch)})
+
+    def on_fit_end(self) -> None:
+        if (self.running_mode == "multi" and nni.get_current_parameter() is not None
+                and self.last_val_miou is not None):
+            nni.report_final_result({"default": self.last_val_miou})
+
+    # -- optimisation --------------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.optimizer_name == "sgd":
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=self.lr, betas=(self.momentum, 0.999), weight_decay=self.weight_decay)
+        total = self.total_steps or self._estimated_steps()
+        epochs = max(1, int(getattr(self.trainer, "max_epochs", 1) or 1))
+        warmup = int(round(self.warmup_epochs * total / epochs))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: poly_warmup_factor(step, total, warmup, self.poly_power))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _estimated_steps(self) -> int:
+        try:
+            steps = int(self.trainer.estimated_stepping_batches)
+        except Exception:  # noqa: BLE001 - NNI's one-shot loaders may not support the estimate
+            steps = 0
+        if steps <= 0 or steps == float("inf"):
+            steps = 1000
+        return steps
+
+
+# --- checkpoints and history -----------------------------------------------------------------------
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, writing to a temporary file renamed into place: a kill during the
+    write leaves the previous checkpoint intact."""
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".ckpt")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+class HistoryCallback(pl.Callback):
+    """Records one row per epoch (losses, mIoU, lr, time) and writes ``history.json``, ``history.csv``
+    and ``curves.png`` in ``out_dir`` (rank 0 only). The rows travel inside the Lightning checkpoint,
+    so a resumed run continues the same history."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.rows: List[Dict[str, float]] = []
+        self._start = time.time()
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.time()
+        pl_module.train_loss_mean.reset()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        metrics = trainer.callback_metrics
+        row = {"epoch": int(trainer.current_epoch), "train_loss": float(pl_module.train_loss_mean.compute()),
+               "val_loss": float(metrics.get("val_loss", float("nan"))),
+               "val_miou": float(metrics.get("val_miou", float("nan"))),
+               "lr": float(trainer.optimizers[0].param_groups[0]["lr"]), "seconds": time.time() - self._start}
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            write_history(self.rows, self.out_dir)
+
+
+def write_history(rows: List[Dict[str, float]], out_dir: str) -> None:
+    """``history.json``, ``history.csv`` and ``curves.png`` (loss and mIoU per epoch), written atomically."""
+    from .arch import atomic_write_text
+
+    atomic_write_text(os.path.join(out_dir, "history.json"), json.dumps(rows, indent=1) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["epoch"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(os.path.join(out_dir, "history.csv"), buf.getvalue())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] + 1 for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax1.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    ax1.plot(epochs, [r["val_loss"] for r in rows], "o-", label="val")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(epochs, [r["val_miou"] for r in rows], "o-", color="C2")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("val mIoU")
+    fig.tight_layout()
+    tmp = os.path.join(out_dir, ".curves.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, os.path.join(out_dir, "curves.png"))
+
+
+# --- the retraining entry point --------------------------------------------------------------------
+
+def train_network(net: nn.Module, data_cfg, train_cfg: TrainConfig, out_dir: str, device: str = "cpu",
+                  resume: bool = False, space: Optional[Dict[str, Any]] = None, arch: Optional[Dict[str, Any]] = None,
+                  progress: bool = True, max_time_s: Optional[float] = None) -> Dict[str, Any]:
+    """Trains ``net`` on ``data_cfg``'s dataset; writes checkpoints, history and ``model.pt`` to ``out_dir``.
+
+    Every epoch ends with validation and an atomic ``last.ckpt``; with ``resume`` the run continues
+    from ``out_dir/last.ckpt`` (epoch, optimiser, schedule, EMA and history) if it exists. The
+    trained weights (EMA weights when enabled) go to ``model.pt`` with the space config, the
+    architecture, class names and normalisation, so evaluation and export need nothing else.
+
+    Args:
+        net: the network (e.g. from ``arch.build_network``).
+        data_cfg: a ``data.DataConfig``.
+        train_cfg: a ``TrainConfig``.
+        out_dir: run folder.
+        device: ``cpu`` or ``cuda`` (overrides ``train_cfg.accelerator`` when ``cuda``).
+        resume: continue from ``out_dir/last.ckpt`` when it exists.
+        space: ``SpaceConfig.to_dict()`` of ``net``, stored in ``model.pt``.
+        arch: the architecture dict of ``net``, stored in ``model.pt``.
+        progress: show Lightning's progress bar.
+        max_time_s: stop after this many seconds (Lightning ``max_time``), e.g. for benchmarks.
+
+    Returns:
+        ``{"val_miou", "epochs", "seconds", "model_path", "history"}``.
+    """
+    from .data import build_datasets, build_loaders
+
+    os.makedirs(out_dir, exist_ok=True)
+    pl.seed_everything(train_cfg.seed, workers=True)
+    train_set, val_set, classes = build_datasets(data_cfg)
+    train_loader, val_loader = build_loaders(data_cfg, train_set, val_set)
+    module = SegmentationModule.from_config(len(classes), train_cfg)
+    module.set_model(net)
+    accelerator = "gpu" if str(device).startswith("cuda") else train_cfg.accelerator
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    history = HistoryCallback(out_dir)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir, filename="best", monitor="val_miou", mode="max",
+                                              save_top_k=1, save_last=True, save_on_train_epoch_end=True)
+    strategy = train_cfg.strategy
+    if strategy == "ddp" and train_cfg.devices > 1 and not on_gpu:
+        from pytorch_lightning.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo")
+    trainer = pl.Trainer(
+        max_epochs=train_cfg.epochs, accelerator=accelerator, devices=train_cfg.devices, strategy=strategy,
+        precision=16 if (on_gpu and train_cfg.amp) else 32, callbacks=[history, checkpoint],
+        plugins=[AtomicCheckpointIO()], default_root_dir=out_dir, logger=pl.loggers.CSVLogger(out_dir, name="logs"),
+        enable_progress_bar=progress, num_sanity_val_steps=0, log_every_n_steps=train_cfg.log_every_n_steps,
+        gradient_clip_val=train_cfg.grad_clip or None, enable_model_summary=False, deterministic=False,
+        max_time={"seconds": int(max_time_s)} if max_time_s else None)
+    last = os.path.join(out_dir, "last.ckpt")
+    ckpt_path = last if resume and os.path.isfile(last) else None
+    start = time.time()
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    seconds = time.time() - start
+    result = {"val_miou": module.last_val_miou, "epochs": int(trainer.current_epoch), "seconds": seconds,
+              "model_path": os.path.join(out_dir, "model.pt"), "history": history.rows,
+              "global_zero": trainer.is_global_zero}
+    if trainer.is_global_zero:
+        from .deploy import save_model
+
+        meta = {"classes": classes, "dataset": data_cfg.dataset, "mean": list(data_cfg.mean),
+                "std": list(data_cfg.std), "val_miou": module.last_val_miou, "train": train_cfg.to_dict()}
+        save_model(module.eval_network(), result["model_path"], space=space, arch=arch, meta=meta)
+    return result
