@@ -137,20 +137,25 @@ def load_arch(path: Union[str, os.PathLike], config=None) -> Arch:
     return validate(arch, config, source=path) if config is not None else arch
 
 
-def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
-    """Writes ``text`` to a temporary file beside ``path``, then renames it: never a half file."""
+def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
+    """Writes ``data`` to a temporary file beside ``path``, then renames it: never a half file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
+    """Writes ``text`` (UTF-8) atomically, as ``atomic_write_bytes``."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_arch(arch: Mapping[str, Any], path: Union[str, os.PathLike], config=None) -> None:
