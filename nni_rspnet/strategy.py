@@ -1,0 +1,515 @@
+"""The two-stage DARTS variant: cell search, then path search with path attention.
+
+``TwoStageDarts`` is an NNI strategy; run it as
+``RetiariiExperiment(space, evaluator, [], TwoStageDarts(...)).run(config)`` with
+``config.execution_engine = 'oneshot'``. It runs, in the current process:
+
+1. **warm-up** (weights only) and **stage 1**: the cell's ``LayerChoice``/``InputChoice`` labels
+   (``cell/...``) are relaxed as in DARTS; every macro path choice is held "all on" (the uniform
+   average of its paths), so the cell is judged in every context;
+2. the cell is frozen to its stage-1 decision;
+3. **stage 2**: a fresh supernet, started from the stage-1 weights, in which the cell labels are frozen
+   and every path choice is a ``PathAttention`` module (``path_attention.py``).
+
+Each stage alternates first-order updates (Liu et al., 2019): an architecture step on a validation
+batch, then a weight step on a training batch; the two splits are the evaluator's train and val
+loaders and must be disjoint. ``RSPDartsModule`` fixes four defects of NNI 2.10.1's stock
+``DartsLightningModule``: the architecture parameters leak into the weight optimiser (they get trained
+on the training split), ``arc_learning_rate`` is ignored, (Gumbel-)DARTS temperature annealing never
+reaches the modules, and no validation runs during the search. It adds warm-up epochs, temperature
+annealing, gradient clipping, an optional resource penalty (``cost.ResourcePenalty``) and a validation
+loop whose metrics (``val_miou`` from the evaluator) are logged every epoch.
+
+References: DARTS (Liu et al., 2019); FasterSeg (Chen et al., 2020) for the resource-aware loss;
+RSPNet for the two-stage cell / path search with path attention.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from nni.common.hpo_utils import ParameterSpec
+from nni.nas.execution.common import Model
+from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedInput, DifferentiableMixedLayer
+from nni.nas.strategy.base import BaseStrategy
+from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
+
+from .choices import FixedInputs
+from .path_attention import ArchParamsMixin, PathAttention, path_widths
+
+_log = logging.getLogger(__name__)
+
+CELL_PREFIX = "cell/"
+MACRO_PREFIX = "macro/"
+
+EpochHook = Callable[[Dict[str, Any]], None]
+
+
+# --- supermodules of the strategy -----------------------------------------------------------------
+
+class TemperedSoftmax(nn.Softmax):
+    """``softmax(x / tau)``; one instance is shared by every DARTS mixed layer so annealing reaches all."""
+
+    def __init__(self, dim: int = -1):
+        super().__init__(dim)
+        self.tau = 1.0
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return super().forward(inputs / self.tau)
+
+
+class FrozenChoice(ArchParamsMixin, BaseSuperNetModule):
+    """A choice held at one value during a search stage: it runs ``module`` and exports ``value``.
+
+    Args:
+        label: the choice's label.
+        value: the exported value, or ``None`` for a stage-only setting (e.g. macro paths "all on"
+            during stage 1) that must not appear in the export.
+        module: what runs: the chosen op, or the fusion of the chosen inputs.
+        name: attribute name of ``module``; an op keeps its candidate name so state dicts of the
+            relaxed and the frozen supernet line up (stage 2 starts from the stage-1 weights).
+    """
+
+    def __init__(self, label: str, value: Any, module: nn.Module, name: str = "inner"):
+        super().__init__()
+        self.label = label
+        self.value = value
+        self._inner_name = name
+        self.add_module(name, module)
+
+    def forward(self, *args, **kwargs):
+        return getattr(self, self._inner_name)(*args, **kwargs)
+
+    def resample(self, memo):
+        return {}
+
+    def export(self, memo):
+        if self.value is None or self.label in memo:
+            return {}
+        return {self.label: copy.deepcopy(self.value)}
+
+    def export_probs(self, memo):
+        return {}
+
+    def search_space_spec(self) -> Dict[str, ParameterSpec]:
+        return {}
+
+
+def make_freeze_hook(frozen: Mapping[str, Any], all_on: Sequence[str] = ()):
+    """A mutation hook that freezes choices: labels in ``frozen`` to their value, and every input
+    choice whose label starts with a prefix in ``all_on`` to the uniform average of all its inputs.
+    """
+    frozen = dict(frozen)
+    all_on = tuple(all_on)
+
+    def freeze_hook(module: nn.Module, name: str, memo: Dict[str, Any], mutate_kwargs: Dict[str, Any]):
+        label = getattr(module, "label", None)
+        if isinstance(module, LayerChoice) and label in frozen:
+            value = frozen[label]
+            if value not in module.names:
+                raise ValueError(f"frozen {label!r}: unknown op {value!r}; expected one of {list(module.names)}")
+            return FrozenChoice(label, value, module[value], name=str(value)), True
+        if isinstance(module, InputChoice) and label in frozen:
+            value = frozen[label]
+            return FrozenChoice(label, value, FixedInputs(value, module.reduction)), True
+        if isinstance(module, InputChoice) and label.startswith(all_on):
+            return FrozenChoice(label, None, FixedInputs(list(range(module.n_candidates)), "mean")), True
+        return None
+
+    return freeze_hook
+
+
+# --- the one-stage search module -------------------------------------------------------------------
+
+class RSPDartsModule(DartsLightningModule):
+    """First-order DARTS with path attention, warm-up, annealing, clipping, validation and a cost penalty.
+
+    Args:
+        inner_module: the evaluator's Lightning module (with the space set as its ``model``).
+        mutation_hooks: extra hooks, tried before the defaults.
+        arc_learning_rate: learning rate of the architecture optimiser (Adam), honoured.
+        arc_weight_decay: its weight decay.
+        gradient_clip_val: clip the weight gradients to this norm (``None``: no clipping).
+        warmup_epochs: first epochs of this stage that update weights only.
+        tau_init, tau_min: softmax temperature, annealed geometrically from ``tau_init`` at the first
+            search epoch to ``tau_min`` at the last.
+        total_epochs: epochs of this stage (for the schedule); ``None`` takes the trainer's.
+        epoch_offset: epochs of this stage already done (when resuming a killed search).
+        frozen: label -> value of choices held fixed (exported as such).
+        all_on: label prefixes of input choices held at the uniform average of their inputs (not exported).
+        path_widths: label -> input width of each path choice (for path attention's scorer).
+        penalty: a ``cost.ResourcePenalty`` added to the architecture loss, or ``None``.
+        restore: state from ``state_for_checkpoint()`` to put back when training starts (resume).
+    """
+
+    def __init__(self, inner_module: pl.LightningModule, mutation_hooks: Optional[list] = None,
+                 arc_learning_rate: float = 3e-4, arc_weight_decay: float = 1e-3,
+                 gradient_clip_val: Optional[float] = None, warmup_epochs: int = 0,
+                 tau_init: float = 1.0, tau_min: float = 1.0, total_epochs: Optional[int] = None,
+                 epoch_offset: int = 0, frozen: Optional[Mapping[str, Any]] = None,
+                 all_on: Sequence[str] = (), path_widths: Optional[Mapping[str, int]] = None,
+                 penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
+        if tau_init <= 0 or tau_min <= 0:
+            raise ValueError(f"temperatures must be > 0, got tau_init={tau_init}, tau_min={tau_min}")
+        # Set before super().__init__: it runs the mutation hooks, which read these.
+        self.frozen = dict(frozen or {})
+        self.all_on = tuple(all_on)
+        self.path_widths = dict(path_widths or {})
+        # Not registered as a child (Module.__init__ has not run yet); the mixed layers register it.
+        object.__setattr__(self, "softmax", TemperedSoftmax())
+        super().__init__(inner_module, mutation_hooks, arc_learning_rate=arc_learning_rate,
+                         gradient_clip_val=gradient_clip_val)
+        self.arc_weight_decay = arc_weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.tau_init = tau_init
+        self.tau_min = tau_min
+        self.total_epochs = total_epochs
+        self.epoch_offset = epoch_offset
+        self.penalty = penalty
+        self.restore = restore
+        self.tau = tau_init
+        self.validation_batches = 0
+
+    # NNI hooks -------------------------------------------------------------------------------------
+
+    def default_mutation_hooks(self):
+        hooks = [make_freeze_hook(self.frozen, self.all_on)] if (self.frozen or self.all_on) else []
+        return hooks + [PathAttention.mutate] + super().default_mutation_hooks()
+
+    def mutate_kwargs(self):
+        return {**super().mutate_kwargs(), "softmax": self.softmax, "path_widths": self.path_widths}
+
+    # parameters and optimisers ---------------------------------------------------------------------
+
+    def arch_parameters(self) -> List[nn.Parameter]:
+        """The architecture parameters, each once (choices sharing a label share one tensor)."""
+        seen: Dict[int, nn.Parameter] = {}
+        for m in self.nas_modules:
+            for p in m.parameters(arch=True):
+                seen.setdefault(id(p), p)
+        return list(seen.values())
+
+    def configure_architecture_optimizers(self):
+        params = self.arch_parameters()
+        if not params:
+            return None  # a stage with everything frozen trains weights only
+        # Stock NNI hard-codes lr=3e-4 here; this honours arc_learning_rate (betas as in DARTS).
+        return torch.optim.Adam(params, self.arc_learning_rate, betas=(0.5, 0.999),
+                                weight_decay=self.arc_weight_decay)
+
+    def configure_optimizers(self):
+        conf = super().configure_optimizers()
+        # Stock NNI hands the evaluator's optimiser every parameter, alphas included, so they get
+        # trained on the *training* split too; strip them from every weight optimiser.
+        arch_ids = {id(p) for p in self.arch_parameters()}
+        items = conf[0] if isinstance(conf, tuple) else conf
+        items = items if isinstance(items, (list, tuple)) else [items]
+        for item in items:
+            opt = item["optimizer"] if isinstance(item, dict) else item
+            if not getattr(opt, "is_arch_optimizer", False):
+                for group in opt.param_groups:
+                    group["params"] = [p for p in group["params"] if id(p) not in arch_ids]
+        return conf
+
+    # schedule ----------------------------------------------------------------------------------------
+
+    @property
+    def stage_epoch(self) -> int:
+        """Epoch within this stage, counting the epochs done before a resume."""
+        return self.epoch_offset + self.current_epoch
+
+    @property
+    def searching(self) -> bool:
+        return self.stage_epoch >= self.warmup_epochs
+
+    def temperature(self, epoch: int) -> float:
+        """Geometric annealing from ``tau_init`` (first search epoch) to ``tau_min`` (last epoch)."""
+        total = self.total_epochs if self.total_epochs is not None else (self.trainer.max_epochs or 1)
+        span = max(total - self.warmup_epochs - 1, 1)
+        t = min(max(epoch - self.warmup_epochs, 0) / span, 1.0)
+        return self.tau_init * (self.tau_min / self.tau_init) ** t
+
+    def set_temperature(self, tau: float) -> None:
+        self.tau = tau
+        self.softmax.tau = tau
+        for m in self.nas_modules:
+            if isinstance(m, PathAttention):
+                m.tau = tau
+
+    # cost ----------------------------------------------------------------------------------------------
+
+    def choice_probs(self) -> Dict[str, torch.Tensor]:
+        """Label -> differentiable probabilities over its candidates (one entry per label).
+
+        Frozen choices give a one-hot (op) or uniform-over-chosen (inputs) vector; "all on"
+        choices are left out, so cost tables take the uniform prior for them.
+        """
+        probs: Dict[str, torch.Tensor] = {}
+        for m in self.nas_modules:
+            label = getattr(m, "label", None)
+            if label is None or label in probs:
+                continue
+            if isinstance(m, PathAttention):
+                probs[label] = m.static_probs()
+            elif isinstance(m, (DifferentiableMixedLayer, DifferentiableMixedInput)):
+                probs[label] = torch.softmax(m._arch_alpha, -1)
+            elif isinstance(m, FrozenChoice) and m.value is not None:
+                probs[label] = m.value  # the cost table turns a frozen value into its indicator
+        return probs
+
+    # training -----------------------------------------------------------------------------------------
+
+    def on_train_start(self):
+        if self.restore:
+            for opt, state in zip(self.trainer.optimizers, self.restore.get("optimizers", [])):
+                opt.load_state_dict(state)
+            if self.penalty is not None and self.restore.get("penalty"):
+                self.penalty.load_state_dict(self.restore["penalty"])
+            rng = self.restore.get("rng")
+            if rng is not None:
+                torch.set_rng_state(rng)
+            self.restore = None
+        return super().on_train_start()
+
+    def on_train_epoch_start(self):
+        self.set_temperature(self.temperature(self.stage_epoch))
+        return self.model.on_train_epoch_start()
+
+    def training_step(self, batch, batch_idx):
+        arc_optim = self.architecture_optimizers()
+        if self.searching and arc_optim is not None:
+            arc_optim.zero_grad()
+            out = self.model.training_step(batch["val"], 2 * batch_idx)
+            loss = out["loss"] if isinstance(out, dict) else out
+            if self.penalty is not None:
+                probs = self.choice_probs()
+                loss = loss + self.penalty.loss(probs)
+                self.penalty.adapt(probs)
+            self.manual_backward(loss)
+            arc_optim.step()
+        out = self.model.training_step(batch["train"], 2 * batch_idx + 1)
+        loss = out["loss"] if isinstance(out, dict) else out
+        self.advance_optimization(loss, batch_idx, self.gradient_clip_val)
+        self.advance_lr_schedulers(batch_idx)
+        return out
+
+    def on_train_epoch_end(self):
+        metrics = {"tau": self.tau}
+        if self.penalty is not None:
+            with torch.no_grad():
+                metrics.update(self.penalty.summary(self.choice_probs()))
+        self.log_dict(metrics)
+        return self.model.on_train_epoch_end()
+
+    # validation (missing from the stock module) -------------------------------------------------------
+
+    def on_validation_epoch_start(self):
+        for m in self.nas_modules:
+            if isinstance(m, PathAttention):
+                m.reset_attention()
+        self.validation_batches = 0
+        return self.model.on_validation_epoch_start()
+
+    def validation_step(self, batch, batch_idx):
+        self.validation_batches += 1
+        return self.model.validation_step(batch, batch_idx)
+
+    def on_validation_epoch_end(self):
+        return self.model.on_validation_epoch_end()
+
+    # state -----------------------------------------------------------------------------------------------
+
+    def state_for_checkpoint(self) -> Dict[str, Any]:
+        """Weights, architecture parameters, optimiser and penalty states, RNG: enough to resume."""
+        return {
+            "model": {k: v.detach().clone() for k, v in self.state_dict().items()},  # a snapshot, not views
+            "optimizers": [copy.deepcopy(opt.state_dict()) for opt in self.trainer.optimizers],
+            "penalty": self.penalty.state_dict() if self.penalty is not None else None,
+            "rng": torch.get_rng_state(),
+        }
+
+
+# --- the strategy --------------------------------------------------------------------------------------
+
+class _EpochEnd(pl.Callback):
+    """Calls the strategy at the end of every training epoch (after validation has run)."""
+
+    def __init__(self, strategy: "TwoStageDarts", stage: int):
+        self.strategy = strategy
+        self.stage = stage
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: RSPDartsModule) -> None:
+        self.strategy._epoch_end(self.stage, trainer, module)
+
+
+class TwoStageDarts(BaseStrategy):
+    """Two-stage DARTS variant (RSPNet): warm-up, cell search, cell frozen, path search with path attention.
+
+    Args:
+        warmup_epochs: weights-only epochs at the start of stage 1.
+        stage1_epochs: cell-search epochs (after the warm-up).
+        stage2_epochs: path-search epochs.
+        stage2_warmup_epochs: weights-only epochs at the start of stage 2.
+        arc_learning_rate: learning rate of the architecture optimiser (honoured, unlike stock NNI).
+        arc_weight_decay: its weight decay.
+        gradient_clip_val: gradient-norm clipping of the weight step (``None``: off).
+        tau_init, tau_min: softmax temperature schedule of each stage (geometric annealing).
+        path_widths: label -> input width of each path choice; by default read off the space's
+            ``config`` (an ``RSPNetSpace``).
+        penalty: a ``cost.ResourcePenalty`` (expected cost vs. a target) or ``None``.
+        cell_prefix, macro_prefix: label prefixes that tell the two stages apart.
+        epoch_hook: called with a dict (stage, epoch, metrics, ...) after every epoch of either stage;
+            the driver checkpoints there and an nnictl trial reports intermediate results.
+        resume_state: a checkpoint from ``epoch_hook``'s ``state`` entry, to continue a killed search.
+
+    After ``run``, ``cell_arch`` holds the stage-1 decision, ``arch`` the full architecture (also
+    ``export_top_models()[0]``) and ``probs`` the probabilities of both stages.
+    """
+
+    def __init__(self, warmup_epochs: int = 1, stage1_epochs: int = 2, stage2_epochs: int = 2,
+                 stage2_warmup_epochs: int = 0, arc_learning_rate: float = 3e-3, arc_weight_decay: float = 1e-3,
+                 gradient_clip_val: Optional[float] = 5.0, tau_init: float = 1.0, tau_min: float = 1.0,
+                 path_widths: Optional[Mapping[str, int]] = None, penalty: Any = None,
+                 cell_prefix: str = CELL_PREFIX, macro_prefix: str = MACRO_PREFIX,
+                 epoch_hook: Optional[EpochHook] = None, resume_state: Optional[Dict[str, Any]] = None):
+        for key, value in (("warmup_epochs", warmup_epochs), ("stage2_warmup_epochs", stage2_warmup_epochs)):
+            if value < 0:
+                raise ValueError(f"{key} must be >= 0, got {value}")
+        for key, value in (("stage1_epochs", stage1_epochs), ("stage2_epochs", stage2_epochs)):
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        if arc_learning_rate <= 0:
+            raise ValueError(f"arc_learning_rate must be > 0, got {arc_learning_rate}")
+        self.epochs = {1: warmup_epochs + stage1_epochs, 2: stage2_warmup_epochs + stage2_epochs}
+        self.warmup = {1: warmup_epochs, 2: stage2_warmup_epochs}
+        self.module_kwargs = dict(arc_learning_rate=arc_learning_rate, arc_weight_decay=arc_weight_decay,
+                                  gradient_clip_val=gradient_clip_val, tau_init=tau_init, tau_min=tau_min)
+        self.path_widths = dict(path_widths) if path_widths is not None else None
+        self.penalty = penalty
+        self.cell_prefix = cell_prefix
+        self.macro_prefix = macro_prefix
+        self.epoch_hook = epoch_hook
+        self.resume_state = resume_state
+        self.model: Optional[RSPDartsModule] = None
+        self.cell_arch: Optional[Dict[str, Any]] = None
+        self.cell_probs: Dict[str, float] = {}
+        self.arch: Optional[Dict[str, Any]] = None
+        self.probs: Dict[str, float] = {}
+        self.history: List[Dict[str, Any]] = []
+
+    # BaseStrategy --------------------------------------------------------------------------------------
+
+    def run(self, base_model: Model, applied_mutators) -> None:
+        """Runs both stages on ``base_model.python_object`` with ``base_model.evaluator``."""
+        from nni.nas.evaluator.pytorch.lightning import Lightning
+
+        if applied_mutators:
+            raise ValueError("TwoStageDarts is a one-shot strategy: run it with execution_engine='oneshot' "
+                             "and no custom mutators")
+        evaluator = base_model.evaluator
+        if not isinstance(evaluator, Lightning):
+            raise TypeError(f"TwoStageDarts needs a Lightning evaluator, got {type(evaluator).__name__}")
+        if evaluator.train_dataloaders is None or evaluator.val_dataloaders is None:
+            raise TypeError("TwoStageDarts needs both train and val dataloaders in the evaluator (disjoint splits)")
+        space: nn.Module = base_model.python_object
+        widths = self.path_widths
+        if widths is None:
+            config = getattr(space, "config", None)
+            widths = path_widths(config) if config is not None else {}
+        # Pristine copies: stage 2 builds its own supernet (stage 1 mutates the space in place).
+        space2 = copy.deepcopy(space)
+        inner2 = copy.deepcopy(evaluator.module)
+        state = self.resume_state or {}
+        self.history = list(state.get("history", []))
+
+        if state.get("stage", 1) == 1:
+            done = state.get("epoch", 0) if state else 0
+            module1 = self._fit(1, space, evaluator.module, evaluator, widths, frozen={},
+                                all_on=(self.macro_prefix,), state=state if state else None, done=done)
+            export = module1.export()
+            self.cell_arch = {k: v for k, v in export.items() if k.startswith(self.cell_prefix)}
+            self.cell_probs = {k: v for k, v in module1.export_probs().items() if k.startswith(self.cell_prefix)}
+            weights1 = module1.model.state_dict()
+            state = None
+        else:
+            self.cell_arch = dict(state["cell_arch"])
+            self.cell_probs = dict(state.get("cell_probs", {}))
+            weights1 = None
+        done = state.get("epoch", 0) if state else 0
+        module2 = self._fit(2, space2, inner2, evaluator, widths, frozen=self.cell_arch, all_on=(),
+                            state=state, done=done, init_weights=weights1)
+        self.model = module2
+        self.arch = dict(sorted(module2.export().items()))
+        self.probs = {**self.cell_probs, **module2.export_probs()}
+
+    def export_top_models(self, top_k: int = 1) -> List[Dict[str, Any]]:
+        """``[arch]``: one-shot searches have one answer."""
+        if self.arch is None:
+            raise RuntimeError("TwoStageDarts has not run yet: nothing to export")
+        return [dict(self.arch)]
+
+    # internals -----------------------------------------------------------------------------------------
+
+    def _fit(self, stage: int, space: nn.Module, inner: pl.LightningModule, evaluator, widths: Mapping[str, int],
+             frozen: Mapping[str, Any], all_on: Sequence[str], state: Optional[Dict[str, Any]], done: int,
+             init_weights: Optional[Dict[str, torch.Tensor]] = None) -> RSPDartsModule:
+        inner.running_mode = "oneshot"
+        inner.set_model(space)
+        if self.penalty is not None and state is None:
+            self.penalty.reset()
+        module = RSPDartsModule(inner, warmup_epochs=self.warmup[stage], total_epochs=self.epochs[stage],
+                                epoch_offset=done, frozen=frozen, all_on=all_on, path_widths=widths,
+                                penalty=self.penalty, restore=state, **self.module_kwargs)
+        if init_weights is not None:
+            _load_matching(module.model, init_weights)
+        if state is not None:
+            module.load_state_dict(state["model"])
+        self._stage_info = {"stage": stage}
+        remaining = self.epochs[stage] - done
+        if remaining > 0:
+            trainer = _stage_trainer(evaluator.trainer, remaining, _EpochEnd(self, stage))
+            trainer.fit(module, {"train": evaluator.train_dataloaders, "val": evaluator.val_dataloaders},
+                        evaluator.val_dataloaders)
+        return module
+
+    def _epoch_end(self, stage: int, trainer: pl.Trainer, module: RSPDartsModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)}
+        epoch = module.stage_epoch + 1
+        record = {"stage": stage, "epoch": epoch, "epochs": self.epochs[stage],
+                  "global_epoch": epoch + (self.epochs[1] if stage == 2 else 0),
+                  "searching": module.searching, "metrics": metrics}
+        self.history.append(record)
+        if self.epoch_hook is None:
+            return
+        state = module.state_for_checkpoint()
+        state.update(stage=stage, epoch=epoch, history=list(self.history))
+        if stage == 2:
+            state.update(cell_arch=self.cell_arch, cell_probs=self.cell_probs)
+        self.epoch_hook({**record, "state": state, "arch": module.export(), "probs": module.export_probs()})
+
+
+def _load_matching(target: nn.Module, weights: Mapping[str, torch.Tensor]) -> int:
+    """Copies every tensor of ``weights`` whose name and shape exist in ``target``; returns how many."""
+    own = target.state_dict()
+    matched = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    target.load_state_dict(matched, strict=False)
+    _log.debug("stage 2 starts from %d of %d stage-1 tensors", len(matched), len(own))
+    return len(matched)
+
+
+def _stage_trainer(template: pl.Trainer, max_epochs: int, callback: pl.Callback) -> pl.Trainer:
+    """A fresh trainer like the evaluator's (a Trainer is single-use), for ``max_epochs`` more epochs."""
+    kwargs = dict(getattr(template, "trace_kwargs", {}) or {})
+    callbacks = list(kwargs.get("callbacks") or [])
+    kwargs.update(max_epochs=max_epochs, max_steps=-1, callbacks=callbacks + [callback], num_sanity_val_steps=0,
+                  check_val_every_n_epoch=1)
+    return pl.Trainer(**kwargs)
