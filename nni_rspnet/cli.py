@@ -101,6 +101,211 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- data / train / evaluate / export / predict (issue 4) ------------------------------------------
+
+def _user_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Bad data or model files are one line and status 2, like config errors."""
+    def wrapped(args: argparse.Namespace) -> int:
+        from .data import DataError
+        from .deploy import ModelFileError
+
+        try:
+            return fn(args)
+        except (DataError, ModelFileError) as err:
+            print(f"nni-rspnet {args.command}: error: {err}", file=sys.stderr)
+            return 2
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def _add_data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, metavar="SPEC",
+                   help="builtin | cityscapes:PATH | voc:PATH | folder:PATH (default: the config's data.dataset)")
+
+
+def _data_config(args: argparse.Namespace):
+    from .config import from_mapping, read_sections
+    from .data import DataConfig
+
+    sections = read_sections(args.config, args.overrides)
+    if args.data:
+        sections["data"]["dataset"] = args.data
+    return from_mapping(DataConfig, sections["data"], f"{args.config} [data]")
+
+
+def _args_data(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p)
+    _add_data_arg(p)
+    p.add_argument("--split", choices=["train", "val"], default="train", help="split to show")
+    p.add_argument("--preview", default=None, metavar="PNG", help="write a grid of images with coloured masks")
+    p.add_argument("--count", type=int, default=8, help="images in the preview")
+    p.add_argument("--verify", action="store_true", help="read every file of both splits once")
+
+
+@_user_errors
+def _cmd_data(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import build_datasets, save_preview
+
+    cfg = _data_config(args)
+    if args.verify:
+        cfg.verify = True
+    train, val, classes = build_datasets(cfg)
+    print(f"dataset {cfg.dataset}: {len(classes)} classes, train {len(train)} images, val {len(val)} images")
+    ds = train if args.split == "train" else val
+    counts = np.zeros(256, np.int64)
+    for i in range(min(len(ds), 64)):
+        counts += np.bincount(ds[i][1].numpy().ravel(), minlength=256)[:256]
+    total = max(1, counts.sum())
+    print(f"pixel share in the first {min(len(ds), 64)} {args.split} images:")
+    for c, name in enumerate(classes):
+        print(f"  {c:3d} {name:<16} {100 * counts[c] / total:6.2f} %")
+    print(f"  255 {'(ignore)':<16} {100 * counts[255] / total:6.2f} %")
+    if args.preview:
+        save_preview(ds, args.preview, args.count, cfg.mean, cfg.std, cfg.dataset)
+        print(f"preview written to {args.preview}")
+    return 0
+
+
+def _args_train(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p)
+    _add_data_arg(p)
+    p.add_argument("--arch", required=True, help="architecture JSON (label -> choice)")
+    p.add_argument("--out", default="runs/train", help="run folder: checkpoints, history, model.pt")
+    p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    p.add_argument("--devices", type=int, default=None, help="override train.devices (processes on CPU)")
+    p.add_argument("--strategy", default=None, help="override train.strategy, e.g. ddp")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt after a kill")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@_user_errors
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .arch import build_network, load_arch
+    from .config import ConfigError, from_mapping, read_sections
+    from .space import SpaceConfig
+    from .train import TrainConfig, train_network
+
+    sections = read_sections(args.config, args.overrides)
+    for key, value in (("epochs", args.epochs), ("devices", args.devices), ("strategy", args.strategy)):
+        if value is not None:
+            sections["train"][key] = value
+    space = from_mapping(SpaceConfig, sections["space"], f"{args.config} [space]")
+    train_cfg = from_mapping(TrainConfig, sections["train"], f"{args.config} [train]")
+    data_cfg = _data_config(args)
+    from .data import build_datasets
+
+    classes = build_datasets(data_cfg)[2]
+    if len(classes) != space.num_classes:
+        raise ConfigError(f"{args.config} [space]: num_classes is {space.num_classes} but dataset {data_cfg.dataset} "
+                          f"has {len(classes)} classes; set --set space.num_classes={len(classes)}")
+    arch = load_arch(args.arch, space)
+    net = build_network(space, arch)
+    result = train_network(net, data_cfg, train_cfg, args.out, device=args.device, resume=args.resume,
+                           space=space.to_dict(), arch=arch, progress=not args.no_progress,
+                           max_time_s=args.max_minutes * 60 if args.max_minutes else None)
+    if result["global_zero"]:
+        print(f"trained {result['epochs']} epochs in {result['seconds']:.1f} s: val mIoU {result['val_miou']:.4f}")
+        print(f"model written to {result['model_path']}")
+    return 0
+
+
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p)
+    _add_data_arg(p)
+    p.add_argument("--checkpoint", required=True, help="model.pt written by train")
+    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="whole-image or sliding-window")
+    p.add_argument("--window", nargs=2, type=int, default=None, metavar=("H", "W"), help="sliding window size")
+    p.add_argument("--stride", nargs=2, type=int, default=None, metavar=("H", "W"), help="sliding window step")
+    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--out", default=None, help="folder for iou.md, iou.json and predictions (default: beside model)")
+    p.add_argument("--save-images", type=int, default=8, help="coloured predictions to write")
+    p.add_argument("--device", default="cpu")
+
+
+@_user_errors
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import os
+
+    from .config import ConfigError
+    from .data import make_dataset
+    from .deploy import load_checkpoint, load_model
+    from .evaluate import evaluate_network, iou_table_markdown
+
+    data_cfg = _data_config(args)
+    meta = load_checkpoint(args.checkpoint).get("meta") or {}
+    net = load_model(args.checkpoint, args.device)
+    split = args.split if data_cfg.dataset == "builtin" else (data_cfg.val_split if args.split == "val"
+                                                               else data_cfg.train_split)
+    dataset = make_dataset(data_cfg, split, train=False)
+    if args.mode == "slide" and args.window is None:
+        raise ConfigError("--mode slide needs --window H W")
+    if meta.get("classes") and len(meta["classes"]) != len(dataset.classes):
+        raise ConfigError(f"{args.checkpoint}: the model predicts {len(meta['classes'])} classes but dataset "
+                          f"{data_cfg.dataset} has {len(dataset.classes)}")
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{split}")
+    result = evaluate_network(net, dataset, dataset.classes, out, args.mode, args.window, args.stride, args.flip,
+                              args.device, args.save_images, data_cfg.dataset, mean=data_cfg.mean, std=data_cfg.std)
+    per_class = [float("nan") if v is None else v for v in result["per_class"].values()]
+    print(iou_table_markdown(dataset.classes, per_class, result["miou"], result["pixel_accuracy"]), end="")
+    print(f"reports written to {out}")
+    return 0
+
+
+def _args_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="model.pt written by train")
+    p.add_argument("--format", choices=["torchscript", "onnx"], required=True)
+    p.add_argument("--out", default=None, help="output file (default: model.ts.pt / model.onnx beside the checkpoint)")
+    p.add_argument("--input-size", nargs=2, type=int, default=[64, 128], metavar=("H", "W"),
+                   help="input size of the ONNX graph (TorchScript takes any size)")
+
+
+@_user_errors
+def _cmd_export(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from .deploy import export_onnx, export_torchscript, load_checkpoint, load_model
+
+    meta = load_checkpoint(args.checkpoint).get("meta") or {}
+    net = load_model(args.checkpoint)
+    stem = os.path.splitext(os.path.abspath(args.checkpoint))[0]
+    h, w = args.input_size
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    if args.format == "torchscript":
+        out = args.out or stem + ".ts.pt"
+        export_torchscript(net, out, meta, check_input=x)
+        with torch.no_grad():
+            diff = (torch.jit.load(out)(x) - net(x)).abs().max().item()
+    else:
+        out = args.out or stem + ".onnx"
+        diff = export_onnx(net, out, (h, w), meta)
+    print(f"{args.format} written to {out}; max |difference| from PyTorch at {h}x{w}: {diff:.2e}")
+    return 0
+
+
+def _args_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.pt, TorchScript .pt or .onnx file")
+    p.add_argument("--input", required=True, help="folder of images")
+    p.add_argument("--out", required=True, help="folder for the masks (palette PNGs of class indices)")
+    p.add_argument("--overlay", action="store_true", help="also write the masks blended over the images")
+    p.add_argument("--device", default="cpu")
+
+
+@_user_errors
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .deploy import predict_folder
+
+    written = predict_folder(args.model, args.input, args.out, args.device, args.overlay)
+    print(f"{len(written)} masks written to {args.out}")
+    return 0
+
+
 # --- registry --------------------------------------------------------------------------------------
 
 COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -108,6 +313,12 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "export-search-space": ("write the NNI tuner search space (JSON) of a model space, for arch_hpo.yml",
                             _args_export_search_space, _cmd_export_search_space),
     "report": ("table, Pareto front and best architecture of an nnictl experiment", _args_report, _cmd_report),
+    "data": ("show a dataset (classes, sizes, pixel shares) and write a preview grid", _args_data, _cmd_data),
+    "train": ("train a fixed architecture: checkpoints every epoch, --resume, DDP on CPU", _args_train, _cmd_train),
+    "evaluate": ("mIoU and per-class IoU of a model.pt (whole/sliding window, flip)", _args_evaluate, _cmd_evaluate),
+    "export": ("export a model.pt to TorchScript or ONNX (checked against PyTorch)", _args_export, _cmd_export),
+    "predict": ("predict masks for a folder of images with a model.pt, TorchScript or ONNX file",
+                _args_predict, _cmd_predict),
 }
 
 
