@@ -33,9 +33,7 @@ def export_search_space(config, extra: Optional[Mapping[str, Mapping[str, Any]]]
     space: SearchSpace = {label: {"_type": "choice", "_value": choice.values()}
                           for label, choice in space_spec(config).items()}
     for key, value in (extra or {}).items():
-        _check_hparam_key(key, "extra search-space parameter")
-        if key in space:
-            raise ConfigError(f"extra search-space parameter {key!r} clashes with an architecture label")
+        _check_hparam_key(key, "extra search-space parameter")  # never a label: labels have no section
         space[key] = dict(value)
     return space
 

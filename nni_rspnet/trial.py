@@ -1,0 +1,230 @@
+"""The nnictl trial: ``python -m nni_rspnet.trial --stage {cell,macro,arch} --config search_spaces/tiny.yaml``.
+
+NNI 2.10.1 runs only HPO experiments from YAML, so each trial of ``experiment_configs/*.yml`` runs one
+piece of our pipeline with the parameters its tuner drew:
+
+- ``cell`` / ``macro``: a one-shot ``TwoStageDarts`` search (``search.run_search``) whose settings the
+  tuner picks (``search.*``/``space.*`` keys: target latency, lambda, paths kept, architecture lr);
+  for ``cell`` the search stops after the cell stage and the paths take their default;
+- ``arch``: the tuner samples the architecture itself (labels of ``search_spaces/*_arch.json``).
+
+Then the found network is retrained briefly, measured and exported. Settings are layered: dataclass
+defaults, the YAML the experiment names (``--config``, ``--set``), then ``nni.get_next_parameter()``.
+Every epoch reports ``{'default': val mIoU, ...}``; the final result is
+``{'default': mIoU after retraining, 'params', 'macs', 'latency_ms'}``. ``NNI_OUTPUT_DIR`` (the trial
+folder, shown in the web UI) receives ``arch.json``, ``probs.json`` (search stages), ``config.json``,
+``result.json``, the scripted network ``model_scripted.pt``, ``model.pt`` and pictures. Outside NNI the
+same command runs standalone (the architecture is then drawn at random from ``--seed``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from .config import ConfigError, from_mapping, read_sections
+
+STAGES = ("cell", "macro", "arch")
+
+
+def _nni():
+    import nni
+
+    return nni
+
+
+def resolve_sections(config: str, overrides: Sequence[str] = (), sample: Optional[Mapping[str, Any]] = None
+                     ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
+    """Layers the settings: the YAML ``config`` with ``--set`` overrides, then the tuner's ``sample``.
+
+    Returns:
+        ``(sections, arch_part)``: the config sections (dataclass defaults fill what they leave out) and
+        the architecture labels of the sample (empty unless the tuner samples architectures).
+    """
+    from .hpo import split_sample
+
+    sections = read_sections(config, overrides)
+    arch_part, tuned = split_sample(sample)
+    for section, values in tuned.items():
+        sections[section].update(values)
+    return sections, arch_part
+
+
+def _where(config: str, section: str, tuned: bool) -> str:
+    return f"{config} [{section}]" + (" with the tuner's parameters" if tuned else "")
+
+
+@contextlib.contextmanager
+def relay_reports(phase: str, finals: List[Any]) -> Iterator[None]:
+    """Tags intermediate results reported inside the block with ``phase`` and holds back final ones.
+
+    The training module reports to NNI whenever a tuner parameter is current, as it must in Retiarii
+    multi-trial runs; in this trial only ``run_trial`` may send the final result (NNI keeps the first
+    one), so any final result sent inside the block goes to ``finals`` instead.
+    """
+    nni = _nni()
+    report_intermediate, report_final = nni.report_intermediate_result, nni.report_final_result
+
+    def intermediate(metric: Any) -> None:
+        metric = dict(metric) if isinstance(metric, Mapping) else {"default": metric}
+        report_intermediate({**metric, "phase": phase})
+
+    nni.report_intermediate_result, nni.report_final_result = intermediate, finals.append
+    try:
+        yield
+    finally:
+        nni.report_intermediate_result, nni.report_final_result = report_intermediate, report_final
+
+
+def _search(stage: str, space_cfg, sections: Dict[str, Dict[str, Any]], data_cfg, out_dir: Path, device: str,
+            config: str, tuned: bool) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """Runs the one-shot search of ``stage``; returns ``(arch, probs)``."""
+    from .search import SearchConfig, run_search
+
+    values = dict(sections["search"])
+    if stage == "cell":
+        values["stages"] = "cell"
+    search_cfg = from_mapping(SearchConfig, values, _where(config, "search", tuned))
+    nni = _nni()
+
+    def on_epoch(metrics: Mapping[str, Any]) -> None:
+        miou = metrics.get("val_miou")
+        if miou is not None:
+            nni.report_intermediate_result({"default": float(miou), "phase": "search",
+                                            **{k: float(v) for k, v in metrics.items()
+                                               if isinstance(v, (int, float)) and k != "val_miou"}})
+
+    result = run_search(space_cfg, search_cfg, data_cfg, os.fspath(out_dir / "search"), device=device,
+                        callback=on_epoch)
+    return dict(result["arch"]), result.get("probs")
+
+
+def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Optional[Mapping[str, Any]] = None,
+              out_dir: Optional[str] = None, device: str = "cpu", seed: int = 0,
+              report: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """One trial: find (or take) an architecture, retrain it, measure it, export it.
+
+    Args:
+        stage: ``cell``, ``macro`` or ``arch``.
+        config: YAML with sections ``space``/``search``/``train``/``data``.
+        overrides: ``SECTION.KEY=VALUE`` strings applied to the YAML.
+        sample: the tuner's parameters (``nni.get_next_parameter()``); ``None`` standalone.
+        out_dir: where the outputs go (the trial folder under NNI).
+        device: ``cpu`` or ``cuda``.
+        seed: seed of the random architecture of a standalone ``arch`` trial.
+        report: receives the final metric dict (``nni.report_final_result`` under NNI).
+
+    Returns:
+        The final metric dict: ``default`` (val mIoU after retraining), ``params``, ``macs``, ``latency_ms``.
+    """
+    from .arch import atomic_write_text, build_network, random_arch, save_arch, validate
+    from .cost import measure_cost
+    from .data import DataConfig
+    from .space import SpaceConfig
+    from .train import TrainConfig, train_network
+
+    if stage not in STAGES:
+        raise ConfigError(f"--stage must be one of {list(STAGES)}, got {stage!r}")
+    sections, arch_part = resolve_sections(config, overrides, sample)
+    tuned = bool(sample)
+    space_cfg = from_mapping(SpaceConfig, sections["space"], _where(config, "space", tuned))
+    data_cfg = from_mapping(DataConfig, sections["data"], _where(config, "data", tuned))
+    train_cfg = from_mapping(TrainConfig, sections["train"], _where(config, "train", tuned))
+    out = Path(out_dir or os.environ.get("NNI_OUTPUT_DIR") or f"runs/trial-{stage}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps({"stage": stage, "config": config, "sample": sample or {},
+                                                       **sections}, indent=2, default=str) + "\n")
+
+    probs = None
+    if stage == "arch":
+        if arch_part:
+            arch = validate(arch_part, space_cfg, source="tuner sample")
+        elif tuned:
+            raise ConfigError("stage 'arch': the tuner sent no architecture label; give the experiment a "
+                              "search space from 'nni-rspnet export-search-space'")
+        else:
+            arch = random_arch(space_cfg, seed)
+    else:
+        if arch_part:
+            raise ConfigError(f"stage {stage!r} searches the architecture; the tuner must not sample labels "
+                              f"such as {next(iter(arch_part))!r}")
+        arch, probs = _search(stage, space_cfg, sections, data_cfg, out, device, config, tuned)
+    save_arch(arch, out / "arch.json", space_cfg)
+    if probs is not None:
+        atomic_write_text(out / "probs.json", json.dumps(probs, indent=2, sort_keys=True) + "\n")
+
+    net = build_network(space_cfg, arch)
+    finals: List[Any] = []
+    with relay_reports("retrain", finals):
+        trained = train_network(net, data_cfg, train_cfg, os.fspath(out / "train"), device=device,
+                                space=space_cfg.to_dict(), arch=arch, progress=False)
+    miou = trained["val_miou"]
+    if miou is None:
+        raise RuntimeError(f"{out / 'train'}: retraining ran no validation epoch (train.epochs = {train_cfg.epochs})")
+    net = net.cpu().eval()
+    size = data_cfg.crop_size or data_cfg.image_size
+    cost = measure_cost(net, size, space_cfg.in_channels, device="cpu", repeats=5)
+    _export(net, arch, space_cfg, probs, trained, out)
+
+    final = {"default": float(miou), "params": int(cost["params"]), "macs": int(cost["macs"]),
+             "latency_ms": round(float(cost["latency_ms"]), 3)}
+    atomic_write_text(out / "result.json", json.dumps({**final, "stage": stage, "input_size": list(size)},
+                                                      indent=2) + "\n")
+    if report is not None:
+        report(final)
+    return final
+
+
+def _export(net, arch: Dict[str, Any], space_cfg, probs: Optional[Dict[str, Any]], trained: Dict[str, Any],
+            out: Path) -> None:
+    """The scripted network, ``model.pt`` beside it, and the picture of the architecture."""
+
+    from .deploy import export_torchscript
+    from .draw import draw_architecture
+
+    export_torchscript(net, os.fspath(out / "model_scripted.pt"),
+                       meta={"space": space_cfg.to_dict(), "arch": arch, "val_miou": trained["val_miou"]})
+    flat = _flat_probs(probs) if probs else None
+    draw_architecture(arch, space_cfg, out / "arch.png", probs=flat)
+
+
+def _flat_probs(probs: Mapping[str, Any]) -> Optional[Dict[str, float]]:
+    """``probs.json`` as the drawing wants it (label -> number), or None when it holds other shapes."""
+    flat = {k: v for k, v in probs.items() if isinstance(v, (int, float))}
+    return flat or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m nni_rspnet.trial", description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=STAGES, required=True, help="what the trial runs")
+    parser.add_argument("--config", default="search_spaces/tiny.yaml", help="YAML with space/search/train/data")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value before the tuner's parameters (repeatable)")
+    parser.add_argument("--out", default=None, help="output folder (default: $NNI_OUTPUT_DIR, else runs/trial-STAGE)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random architecture of a standalone arch trial")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .arch import ArchError
+
+    nni = _nni()
+    sample = nni.get_next_parameter()  # falsy when run outside NNI
+    try:
+        final = run_trial(args.stage, args.config, args.overrides, sample or None, args.out, args.device, args.seed,
+                          report=nni.report_final_result)
+    except (ConfigError, ArchError) as err:
+        print(f"nni_rspnet.trial: error: {err}", file=sys.stderr)
+        return 2
+    print(f"final result: {json.dumps(final)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
