@@ -363,6 +363,10 @@ def generate_builtin(split: str, num_images: int, image_size: Sequence[int], see
             gw = max(4, int(gh * rng.uniform(0.7, 1.0)))
             ink = np.clip(_interp_matrix(gh) @ glyphs[k] @ _interp_matrix(gw).T, 0.0, 1.0)
             ty, tx = rng.integers(h - gh + 1), rng.integers(w - gw + 1)
+            # One pixel of margin, so the rim also surrounds ink that touches the glyph's box.
+            y0, y1, x0, x1 = max(ty - 1, 0), min(ty + gh + 1, h), max(tx - 1, 0), min(tx + gw + 1, w)
+            ink = np.pad(ink, 1)[y0 - ty + 1:y1 - ty + 1, x0 - tx + 1:x1 - tx + 1]
+            ty, tx, gh, gw = y0, x0, y1 - y0, x1 - x0
             region = img[ty:ty + gh, tx:tx + gw]
             colour = rng.uniform(0, 255, 3).astype(np.float32)
             if abs(colour.mean() - region.mean()) < 70:  # keep the digit visible on its patch
