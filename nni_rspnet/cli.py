@@ -306,10 +306,140 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- search / latency-table (issue 3) ----------------------------------------------------------------
+
+def _args_search(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p)
+    _add_data_arg(p)
+    p.add_argument("--out", default="runs/search", help="output folder: arch.json, probs.json, cell.json, checkpoint")
+    p.add_argument("--target-latency-ms", type=float, default=None, help="latency target (search.target_latency_ms)")
+    p.add_argument("--target-params", type=float, default=None, help="parameter-count target (search.target_params)")
+    p.add_argument("--lut", default=None, help="cost table from 'nni-rspnet latency-table' (search.lut)")
+    p.add_argument("--seed", type=int, default=None, help="override search.seed")
+    p.add_argument("--epochs", type=int, nargs=3, default=None, metavar=("WARMUP", "STAGE1", "STAGE2"),
+                   help="override search.warmup_epochs, stage1_epochs, stage2_epochs")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt after a kill")
+    p.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
+
+
+def _search_configs(args: argparse.Namespace):
+    import os
+
+    from .config import ConfigError, from_mapping, read_sections
+    from .search import SearchConfig
+    from .space import SpaceConfig
+
+    sections = read_sections(args.config, args.overrides)
+    search = sections["search"]
+    for key, value in (("target_latency_ms", args.target_latency_ms), ("target_params", args.target_params),
+                       ("lut", args.lut), ("seed", args.seed)):
+        if value is not None:
+            search[key] = value
+    if args.epochs is not None:
+        search.update(warmup_epochs=args.epochs[0], stage1_epochs=args.epochs[1], stage2_epochs=args.epochs[2])
+    if args.target_latency_ms is not None and args.target_params is None:
+        search["target_params"] = None  # the command line's target replaces the config's
+    if args.target_params is not None and args.target_latency_ms is None:
+        search["target_latency_ms"] = None
+    space = from_mapping(SpaceConfig, sections["space"], f"{args.config} [space]")
+    search_cfg = from_mapping(SearchConfig, search, f"{args.config} [search]")
+    if search_cfg.lut and not os.path.isfile(search_cfg.lut):
+        raise ConfigError(f"{args.config} [search]: lut {search_cfg.lut!r} not found")
+    return space, search_cfg
+
+
+@_user_errors
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .arch import describe
+    from .config import ConfigError
+    from .data import build_datasets
+    from .search import run_search
+
+    space, search_cfg = _search_configs(args)
+    data_cfg = _data_config(args)
+    classes = build_datasets(data_cfg)[2]
+    if len(classes) != space.num_classes:
+        raise ConfigError(f"{args.config} [space]: num_classes is {space.num_classes} but dataset {data_cfg.dataset} "
+                          f"has {len(classes)} classes; set --set space.num_classes={len(classes)}")
+
+    def report(record) -> None:
+        m = record["metrics"]
+        extra = "".join(f"  {k} {m[k]:.4g}" for k in sorted(m) if k.startswith(("expected_", "derived_", "lambda")))
+        kind = "search" if record["searching"] else "warm-up"
+        print(f"stage {record['stage']} epoch {record['epoch']}/{record['epochs']} ({kind}): "
+              f"val mIoU {m.get('val_miou', float('nan')):.4f}  tau {m.get('tau', float('nan')):.3f}{extra}",
+              flush=True)
+
+    result = run_search(space, search_cfg, data_cfg, args.out, device=args.device, resume=args.resume,
+                        epoch_callback=report, progress_bar=args.progress)
+    print(describe(result.arch, space))
+    cost = result.cost
+    print(f"exported network: {cost['params']:,.0f} parameters, {cost['macs'] / 1e6:.2f} M MACs, "
+          f"{cost['latency_ms']:.2f} ms on {search_cfg.latency_device or args.device}")
+    if search_cfg.target is not None:
+        metric, target = search_cfg.target
+        print(f"target {metric} {target:g}: exported {cost[metric]:g} ({100 * cost[metric] / target:.0f} % of target)")
+    print(f"architecture written to {args.out}/arch.json (probabilities: probs.json, stage-1 cell: cell.json)")
+    return 0
+
+
+def _args_latency_table(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p)
+    p.add_argument("--device", default="cpu", help="where to measure: cpu, cuda, ...")
+    p.add_argument("--input-size", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"),
+                   help="image size the network will run at")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per candidate (median kept)")
+    p.add_argument("--out", required=True, help="JSON cost table to write (use it with search --lut)")
+
+
+def _cmd_latency_table(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .cost import build_cost_table
+    from .space import SpaceConfig
+
+    if min(args.input_size) < 1 or args.repeats < 1:
+        raise ConfigError(f"--input-size must be positive and --repeats >= 1, got {args.input_size}, {args.repeats}")
+    space = SpaceConfig.from_yaml(args.config, args.overrides)
+    table = build_cost_table(space, args.input_size, args.device, latency=True, repeats=args.repeats)
+    table.save(args.out)
+    lo = {m: table.derived(_extreme_arch(table, min), m) for m in ("params", "latency_ms")}
+    hi = {m: table.derived(_extreme_arch(table, max), m) for m in ("params", "latency_ms")}
+    h, w = args.input_size
+    print(f"cost table of {space.name!r} at {h}x{w} on {args.device}: {len(table.choices)} labels, "
+          f"{len(table.entries)} entries")
+    print(f"fixed part: {table.fixed['params']:,.0f} parameters, {table.fixed['macs'] / 1e6:.1f} M MACs, "
+          f"{table.fixed['latency_ms']:.2f} ms")
+    print(f"estimated range (cheapest .. dearest op per label): {lo['latency_ms']:.2f} .. {hi['latency_ms']:.2f} ms, "
+          f"{lo['params']:,.0f} .. {hi['params']:,.0f} parameters")
+    print(f"written to {args.out}")
+    return 0
+
+
+def _extreme_arch(table, pick):
+    """Per op label the candidate with the lowest (``min``) or highest (``max``) latency; inputs: first k."""
+    import torch
+
+    arch = {}
+    for label, spec in table.choices.items():
+        if spec["candidates"]:
+            lat = [0.0] * spec["n_candidates"]
+            for e in table.entries:
+                if e.label == label:
+                    lat = [a + b for a, b in zip(lat, e.costs["latency_ms"])]
+            best = pick(range(len(lat)), key=lambda i: lat[i])
+            arch[label] = torch.nn.functional.one_hot(torch.tensor(best), len(lat)).float()
+    return arch
+
+
 # --- registry --------------------------------------------------------------------------------------
 
 COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "space": ("print the search space: labels, size, supernet and sampled-network costs", _args_space, _cmd_space),
+    "search": ("two-stage search (cell, then paths with path attention): arch.json, probs.json, --resume",
+               _args_search, _cmd_search),
+    "latency-table": ("measure every candidate's parameters, MACs and latency at an input size on a device",
+                      _args_latency_table, _cmd_latency_table),
     "export-search-space": ("write the NNI tuner search space (JSON) of a model space, for arch_hpo.yml",
                             _args_export_search_space, _cmd_export_search_space),
     "report": ("table, Pareto front and best architecture of an nnictl experiment", _args_report, _cmd_report),

@@ -200,31 +200,47 @@ class CostTable:
 
 @torch.no_grad()
 def measure_latency(module: nn.Module, inputs: Union[torch.Tensor, Tuple[Any, ...]], repeats: int = 5,
-                    warmup: int = 1) -> float:
-    """Median wall time of ``module(*inputs)`` in milliseconds (eval mode, no grad)."""
+                    warmup: int = 1, threads: Optional[int] = 1) -> float:
+    """Median wall time of ``module(*inputs)`` in milliseconds (eval mode, no grad).
+
+    Args:
+        threads: CPU threads during the measurement (``None``: torch's current setting). One thread
+            is the default because on a shared machine several threads measured 100x slower and
+            erratic (spinning threads waiting for busy cores); GPU timings synchronise the device.
+    """
     args = inputs if isinstance(inputs, tuple) else (inputs,)
-    was_training = module.training
+    tensors = [a for a in args if torch.is_tensor(a)]
+    cuda = bool(tensors) and tensors[0].is_cuda
+    was_training, old_threads = module.training, torch.get_num_threads()
     module.eval()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         for _ in range(warmup):
             module(*args)
         times = []
         for _ in range(max(repeats, 1)):
+            if cuda:
+                torch.cuda.synchronize()
             start = time.perf_counter()
             module(*args)
+            if cuda:
+                torch.cuda.synchronize()
             times.append((time.perf_counter() - start) * 1e3)
         return statistics.median(times)
     finally:
         module.train(was_training)
+        torch.set_num_threads(old_threads)
 
 
 def measure_cost(net: nn.Module, input_size: Sequence[int], in_channels: int = 3, device: str = "cpu",
-                 repeats: int = 10) -> Dict[str, float]:
-    """Parameters, MACs and median latency (ms) of a whole network at ``(1, in_channels, H, W)``."""
+                 repeats: int = 10, threads: Optional[int] = 1) -> Dict[str, float]:
+    """Parameters, MACs and median latency (ms, see ``measure_latency``) of a whole network at
+    ``(1, in_channels, H, W)``."""
     net = net.to(device)
     x = torch.zeros(1, in_channels, int(input_size[0]), int(input_size[1]), device=device)
     return {"params": float(count_params(net)), "macs": float(count_macs(net, input_size, in_channels, device)),
-            "latency_ms": measure_latency(net, x, repeats)}
+            "latency_ms": measure_latency(net, x, repeats, threads=threads)}
 
 
 def _macs(module: nn.Module, args: Tuple[Any, ...]) -> float:
@@ -234,7 +250,7 @@ def _macs(module: nn.Module, args: Tuple[Any, ...]) -> float:
 
 
 def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu", latency: bool = True,
-                     repeats: int = 5, warmup: int = 1) -> CostTable:
+                     repeats: int = 5, warmup: int = 1, threads: Optional[int] = 1) -> CostTable:
     """Measures every candidate of every choice of an RSPNet space at ``input_size`` on ``device``.
 
     One forward of the supernet at ``(1, C, H, W)`` records the input each choice sees; then every
@@ -248,6 +264,7 @@ def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu"
         device: where to measure (``"cpu"``, ``"cuda"``, ...).
         latency: measure latencies (else they are 0).
         repeats, warmup: timed and untimed runs per measurement.
+        threads: CPU threads while timing (see ``measure_latency``).
     """
     from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
@@ -284,7 +301,7 @@ def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu"
         if key not in memo:
             memo[key] = {"params": float(sum(p.numel() for p in module.parameters())),
                          "macs": _macs(module.eval(), args),
-                         "latency_ms": measure_latency(module, args, repeats, warmup) if latency else 0.0}
+                         "latency_ms": measure_latency(module, args, repeats, warmup, threads) if latency else 0.0}
         return memo[key]
 
     choices: Dict[str, Dict[str, Any]] = {}
@@ -348,7 +365,7 @@ def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu"
         ref = {label: (spec["candidates"][0] if spec["candidates"] else list(range(spec["n_chosen"])))
                for label, spec in choices.items()}
         ref_net = build_network(cfg, ref).to(device)
-        ref_ms = measure_latency(ref_net, x, repeats, warmup)
+        ref_ms = measure_latency(ref_net, x, repeats, warmup, threads)
         table.fixed["latency_ms"] = max(ref_ms - table.derived(ref, "latency_ms"), 0.0)
     return table
 

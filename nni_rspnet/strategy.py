@@ -483,6 +483,10 @@ class TwoStageDarts(BaseStrategy):
     def _epoch_end(self, stage: int, trainer: pl.Trainer, module: RSPDartsModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)}
+        metrics["tau"] = module.tau
+        if module.penalty is not None:
+            with torch.no_grad():
+                metrics.update(module.penalty.summary(module.choice_probs()))
         epoch = module.stage_epoch + 1
         record = {"stage": stage, "epoch": epoch, "epochs": self.epochs[stage],
                   "global_epoch": epoch + (self.epochs[1] if stage == 2 else 0),
