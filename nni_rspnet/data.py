@@ -424,7 +424,7 @@ def read_image(path: str) -> np.ndarray:
     """An RGB uint8 ``H x W x 3`` array; a missing or unreadable file is a ``DataError`` naming it."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (OSError, ValueError, Image.DecompressionBombError) as err:
