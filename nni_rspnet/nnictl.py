@@ -82,7 +82,8 @@ def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike]
         working_dir: ``experimentWorkingDirectory`` (where NNI keeps the experiment and its trials).
         python: interpreter that replaces a leading ``python``/``python3`` of ``trialCommand``.
         trial_args: appended to ``trialCommand`` (for example ``--set train.epochs=1``).
-        overrides: other top-level fields to set (``maxTrialNumber``, ``trialConcurrency``, ...).
+        overrides: other top-level fields to set (``maxTrialNumber``, ``trialConcurrency``, ...); a
+            ``None`` value removes the field (for example ``{"assessor": None}``).
 
     Returns:
         The written configuration.
@@ -107,7 +108,11 @@ def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike]
     if trial_args:
         command = " ".join([command, *(_quote(a) for a in trial_args)])
     data["trialCommand"] = command
-    data.update(overrides or {})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
     Path(out).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return data
 

@@ -1,0 +1,215 @@
+"""End to end through ``nnictl create``: trials, REST API, web UI in a headless browser, report, assessor.
+
+One small experiment (``experiment_configs/arch_hpo.yml`` with 2 trials of a tiny space) runs once for
+the module; the tests read it through the REST API, the trial folders, Chromium and ``nni-rspnet
+report``, then stop it and check that no manager or trial process is left. NNI's home folder (nnictl's
+registry of experiments) is a temporary one, and the manager listens on 127.0.0.1 at a free port.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nni_rspnet import nnictl
+from nni_rspnet.arch import build_network, load_arch
+from nni_rspnet.hpo import write_search_space
+from nni_rspnet.report import make_report
+from nni_rspnet.space import SpaceConfig
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("NNI_RSPNET_ARTIFACTS", ROOT / ".artifacts"))
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000"]
+
+# A tiny space and a few seconds of training per trial: the experiment is about the plumbing.
+SMALL_SPACE = {"resolutions": [4, 8], "channels": [8, 16], "layers": 2, "cell_nodes": 2, "stem_channels": 8,
+               "head_channels": 8, "ops": ["skip_connect", "conv_3x3", "sep_conv_3x3"]}
+TRIAL_SETS = [f"space.{k}={json.dumps(v).replace(' ', '')}" for k, v in SMALL_SPACE.items()] + [
+    "data.num_train=16", "data.num_val=8", "data.image_size=[32,64]", "data.crop_size=[32,64]",
+    "data.batch_size=8", "data.val_batch_size=8", "train.epochs=2"]
+
+
+def nni_env(home: Path) -> dict:
+    """The environment for nnictl and its trials: a private NNI home, the shared matplotlib cache."""
+    env = dict(os.environ)
+    env["MPLCONFIGDIR"] = env.get("MPLCONFIGDIR") or str(Path("~/.cache/matplotlib").expanduser())
+    env["HOME"] = str(home)
+    home.mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def small_space_config() -> SpaceConfig:
+    return SpaceConfig.from_yaml(ROOT / "search_spaces" / "tiny.yaml", [s for s in TRIAL_SETS if s.startswith("space.")])
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """The arch-HPO experiment, run to the end; stopped (and checked) when the module is done."""
+    tmp = tmp_path_factory.mktemp("nnictl")
+    space_json = tmp / "small_arch.json"
+    write_search_space(small_space_config(), space_json)
+    config = tmp / "arch_hpo.yml"
+    args = [a for s in TRIAL_SETS for a in ("--set", s)]
+    nnictl.prepare_config(ROOT / "experiment_configs" / "arch_hpo.yml", config, working_dir=tmp / "work",
+                          python=sys.executable, trial_args=args,
+                          overrides={"maxTrialNumber": 2, "trialConcurrency": 1, "maxExperimentDuration": "10m",
+                                     "searchSpaceFile": str(space_json),
+                                     "assessor": None})  # the planted test below checks the assessor
+    exp = nnictl.launch(config, nnictl.free_port(), tmp / "work", env=nni_env(tmp / "home"))
+    try:
+        exp.rest.wait_finished(timeout=300, interval=2)
+        yield exp
+    finally:
+        nnictl.stop(exp)
+
+
+def test_manager_listens_on_loopback_only(experiment):
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{experiment.port}"], capture_output=True, text=True).stdout
+    addresses = {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()}
+    assert addresses == {"127.0.0.1"}, out
+
+
+def test_trials_succeeded_with_dict_metrics(experiment):
+    rest = experiment.rest
+    assert rest.status() == "DONE"
+    trials = rest.trials()
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial["status"] == "SUCCEEDED", trial
+        final = nnictl.parse_metric(trial["finalMetricData"][0])
+        assert isinstance(final, dict) and set(final) >= {"default", "params", "macs", "latency_ms"}
+        assert 0.0 <= final["default"] <= 1.0 and final["params"] > 0 and final["macs"] > 0
+    periodical = [m for m in rest.metrics() if m["type"] == "PERIODICAL"]
+    by_trial = {t["trialJobId"]: [nnictl.parse_metric(m) for m in periodical if m["trialJobId"] == t["trialJobId"]]
+                for t in trials}
+    for values in by_trial.values():  # one intermediate result per retraining epoch
+        assert [v["phase"] for v in values] == ["retrain", "retrain"]
+        assert all(0.0 <= v["default"] <= 1.0 for v in values)
+
+
+def test_each_trial_arch_rebuilds(experiment):
+    cfg = small_space_config()
+    for trial in experiment.rest.trials():
+        folder = experiment.folder / "trials" / trial["trialJobId"]
+        sample = json.loads(trial["hyperParameters"][0])["parameters"]
+        arch = load_arch(folder / "arch.json", cfg)
+        assert arch == {k: sample[k] for k in arch}  # the tuner's sample is the architecture
+        net = build_network(cfg, arch)
+        assert net(torch.randn(1, 3, 32, 64)).shape == (1, cfg.num_classes, 32, 64)
+        scripted = torch.jit.load(str(folder / "model_scripted.pt"))
+        assert scripted(torch.randn(1, 3, 32, 64)).shape == (1, cfg.num_classes, 32, 64)
+        assert (folder / "arch.png").is_file() and (folder / "config.json").is_file()
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="needs Debian's chromium and chromium-driver "
+                    "(scripts/install_browser.sh)")
+def test_web_ui_lists_trials_and_metrics(experiment):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    trials = experiment.rest.trials()
+    finals = {t["trialJobId"]: nnictl.parse_metric(t["finalMetricData"][0])["default"] for t in trials}
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory() as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            driver.get(f"{experiment.url}/detail")
+            WebDriverWait(driver, 60).until(
+                lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in finals))
+            # The table fills row by row; give the metric column its last refresh.
+            WebDriverWait(driver, 30).until(
+                lambda d: d.find_element(By.TAG_NAME, "body").text.count("(FINAL)") >= len(finals))
+            text = driver.find_element(By.TAG_NAME, "body").text
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            assert driver.save_screenshot(str(ARTIFACTS / "webui_trials.png"))
+        finally:
+            driver.quit()
+    assert "Trial jobs" in text
+    for trial_id, miou in finals.items():
+        # Each row reads "<id> <duration> SUCCEEDED <metric, rounded> (FINAL)".
+        row = text[text.index(trial_id):][:200]
+        shown = re.search(r"SUCCEEDED\s+([-+\d.e]+) \(FINAL\)", row)
+        assert shown is not None, row
+        assert float(shown.group(1)) == pytest.approx(miou, abs=1e-6)
+    assert (ARTIFACTS / "webui_trials.png").stat().st_size > 10000
+
+
+def test_report_on_the_experiment(experiment, tmp_path, capsys):
+    from nni_rspnet.cli import main as cli_main
+
+    env_home = Path(experiment.env["HOME"]) / "nni-experiments"
+    rep = make_report(experiment.folder, tmp_path)
+    assert len(rep.trials) == 2 and rep.best is not None and rep.cost == "latency_ms"
+    assert rep.best.miou == max(t.miou for t in rep.trials)
+    assert load_arch(tmp_path / "best_arch.json", small_space_config())
+    assert (tmp_path / "pareto.png").stat().st_size > 5000
+    assert cli_main(["report", str(experiment.folder), "--out", str(tmp_path / "cli")]) == 0
+    assert f"best trial {rep.best.id}" in capsys.readouterr().out
+    assert (env_home / ".experiment").is_file()  # nnictl's registry went to the private home
+
+
+def test_stop_leaves_nothing_running(experiment):
+    assert nnictl.leftover_processes(experiment.id), "the manager should still be up before stop"
+    assert nnictl.stop(experiment) == []
+    assert not experiment.rest.alive()
+    pgrep = subprocess.run(["pgrep", "-f", f"main.js.*{experiment.id}"], capture_output=True, text=True)
+    assert pgrep.returncode == 1, pgrep.stdout
+
+
+PLANTED_TRIAL = """
+import time, nni
+quality = nni.get_next_parameter()["quality"]
+curve = {"good": [0.5, 0.6, 0.7, 0.8], "weak": [0.05, 0.06, 0.07, 0.08, 0.09, 0.10]}[quality]
+for value in curve:
+    nni.report_intermediate_result({"default": value})
+    time.sleep(1.5)
+nni.report_final_result({"default": curve[-1], "params": 1})
+"""
+
+
+def test_medianstop_stops_a_weak_trial(tmp_path):
+    """The assessor of our experiment configs, on planted curves: a weak trial after a good one is stopped."""
+    import yaml
+
+    (tmp_path / "planted.py").write_text(PLANTED_TRIAL)
+    (tmp_path / "space.json").write_text(json.dumps({"quality": {"_type": "choice", "_value": ["good", "weak"]}}))
+    assessor = yaml.safe_load((ROOT / "experiment_configs" / "arch_hpo.yml").read_text())["assessor"]
+    assert assessor["name"] == "Medianstop"
+    config = {"experimentName": "planted-medianstop", "searchSpaceFile": "space.json", "trialCommand": "python3 planted.py",
+              "trialCodeDirectory": ".", "trialConcurrency": 1, "maxTrialNumber": 2, "maxExperimentDuration": "5m",
+              "tuner": {"name": "GridSearch"}, "assessor": assessor,
+              "trainingService": {"platform": "local", "useActiveGpu": False}}
+    (tmp_path / "planted.yml").write_text(yaml.safe_dump(config))
+    nnictl.prepare_config(tmp_path / "planted.yml", tmp_path / "run.yml", working_dir=tmp_path / "work",
+                          python=sys.executable)
+    with nnictl.running(tmp_path / "run.yml", nnictl.free_port(), tmp_path / "work",
+                        env=nni_env(tmp_path / "home")) as exp:
+        exp.rest.wait_finished(timeout=120, interval=1)
+        trials = sorted(exp.rest.trials(), key=lambda t: t["sequenceId"])
+        params = [json.loads(t["hyperParameters"][0])["parameters"]["quality"] for t in trials]
+        assert params == ["good", "weak"]
+        assert [t["status"] for t in trials] == ["SUCCEEDED", "EARLY_STOPPED"]
+        weak_steps = [m for m in exp.rest.metrics() if m["trialJobId"] == trials[1]["trialJobId"]]
+        assert len(weak_steps) < 6  # stopped before its curve ended
+        exp_id = exp.id
+    assert nnictl.leftover_processes(exp_id) == []
