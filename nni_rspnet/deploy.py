@@ -62,10 +62,23 @@ def save_model(net: nn.Module, path: str, space: Optional[Dict[str, Any]] = None
         raise
 
 
+def is_torchscript(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip holding ``code/``) rather than a ``model.pt``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/" in name for name in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def load_checkpoint(path: str) -> Dict[str, Any]:
     """Reads a ``model.pt`` written by ``save_model`` (``weights_only=True``) and checks its keys."""
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: model file not found")
+    if is_torchscript(path):
+        raise ModelFileError(f"{path}: a TorchScript file, not a model.pt (use it with predict)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
@@ -100,12 +113,11 @@ def model_meta(path: str) -> Dict[str, Any]:
         model = onnx.load(path, load_external_data=False)
         props = {p.key: p.value for p in model.metadata_props}
         return json.loads(props.get("nni_rspnet_meta", "{}"))
-    try:
+    if not is_torchscript(path):
         return load_checkpoint(path).get("meta") or {}
-    except ModelFileError:
-        extra = {"meta.json": ""}
-        torch.jit.load(path, map_location="cpu", _extra_files=extra)
-        return json.loads(extra["meta.json"] or "{}")
+    extra = {"meta.json": ""}
+    torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    return json.loads(extra["meta.json"] or "{}")
 
 
 def export_torchscript(net: nn.Module, path: str, meta: Optional[Dict[str, Any]] = None,
@@ -208,10 +220,10 @@ class Predictor:
             shape = self.session.get_inputs()[0].shape
             self.input_hw = (int(shape[2]), int(shape[3]))
         else:
-            try:
-                self.net = load_model(model_path, device)
-            except ModelFileError:
+            if is_torchscript(model_path):
                 self.net = torch.jit.load(model_path, map_location=device).eval()
+            else:
+                self.net = load_model(model_path, device)
 
     @torch.no_grad()
     def logits(self, image: np.ndarray) -> np.ndarray:
