@@ -297,8 +297,9 @@ class SegmentationModule(LightningModule):
             opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         else:
             opt = torch.optim.AdamW(params, lr=self.lr, betas=(self.momentum, 0.999), weight_decay=self.weight_decay)
+        trainer = self._trainer  # None when called outside a Trainer (tests, NNI before attaching)
         total = self.total_steps or self._estimated_steps()
-        epochs = max(1, int(getattr(self.trainer, "max_epochs", 1) or 1))
+        epochs = max(1, int(getattr(trainer, "max_epochs", 1) or 1))
         warmup = int(round(self.warmup_epochs * total / epochs))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: poly_warmup_factor(step, total, warmup, self.poly_power))
@@ -306,7 +307,7 @@ class SegmentationModule(LightningModule):
 
     def _estimated_steps(self) -> int:
         try:
-            steps = int(self.trainer.estimated_stepping_batches)
+            steps = int(self._trainer.estimated_stepping_batches)
         except Exception:  # noqa: BLE001 - NNI's one-shot loaders may not support the estimate
             steps = 0
         if steps <= 0 or steps == float("inf"):
