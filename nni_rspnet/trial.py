@@ -4,8 +4,9 @@ NNI 2.10.1 runs only HPO experiments from YAML, so each trial of ``experiment_co
 piece of our pipeline with the parameters its tuner drew:
 
 - ``cell`` / ``macro``: a one-shot ``TwoStageDarts`` search (``search.run_search``) whose settings the
-  tuner picks (``search.*``/``space.*`` keys: target latency, lambda, paths kept, architecture lr);
-  for ``cell`` the search stops after the cell stage and the paths take their default;
+  tuner picks (``search.*``/``space.*`` keys: target latency, lambda, paths kept, architecture lr).
+  A ``cell`` trial is judged on the cell stage: it reports the stage-1 epochs only (``cell.yml`` keeps
+  the path stage to one epoch); a ``macro`` trial reports every search epoch;
 - ``arch``: the tuner samples the architecture itself (labels of ``search_spaces/*_arch.json``).
 
 Then the found network is retrained briefly, measured and exported. Settings are layered: dataclass
@@ -13,7 +14,8 @@ defaults, the YAML the experiment names (``--config``, ``--set``), then ``nni.ge
 Every epoch reports ``{'default': val mIoU, ...}``; the final result is
 ``{'default': mIoU after retraining, 'params', 'macs', 'latency_ms'}``. ``NNI_OUTPUT_DIR`` (the trial
 folder, shown in the web UI) receives ``arch.json``, ``probs.json`` (search stages), ``config.json``,
-``result.json``, the scripted network ``model_scripted.pt``, ``model.pt`` and pictures. Outside NNI the
+``result.json``, the scripted network ``model_scripted.pt``, the picture ``arch.png``, and the
+``search/`` and ``train/`` folders (``train/model.pt``, training curves). Outside NNI the
 same command runs standalone (the architecture is then drawn at random from ``--seed``).
 """
 from __future__ import annotations
@@ -82,25 +84,27 @@ def relay_reports(phase: str, finals: List[Any]) -> Iterator[None]:
 
 def _search(stage: str, space_cfg, sections: Dict[str, Dict[str, Any]], data_cfg, out_dir: Path, device: str,
             config: str, tuned: bool) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
-    """Runs the one-shot search of ``stage``; returns ``(arch, probs)``."""
+    """Runs the two-stage one-shot search; returns ``(arch, probs)``.
+
+    A ``macro`` trial reports every search epoch; a ``cell`` trial only those of the cell stage (its
+    experiment keeps the path stage short with ``--set search.stage2_epochs=1``), so the assessor
+    compares cell searches with cell searches.
+    """
     from .search import SearchConfig, run_search
 
-    values = dict(sections["search"])
-    if stage == "cell":
-        values["stages"] = "cell"
-    search_cfg = from_mapping(SearchConfig, values, _where(config, "search", tuned))
+    search_cfg = from_mapping(SearchConfig, sections["search"], _where(config, "search", tuned))
     nni = _nni()
 
-    def on_epoch(metrics: Mapping[str, Any]) -> None:
-        miou = metrics.get("val_miou")
-        if miou is not None:
-            nni.report_intermediate_result({"default": float(miou), "phase": "search",
-                                            **{k: float(v) for k, v in metrics.items()
-                                               if isinstance(v, (int, float)) and k != "val_miou"}})
+    def on_epoch(record: Mapping[str, Any]) -> None:
+        metrics = record.get("metrics", {})
+        if metrics.get("val_miou") is None or (stage == "cell" and record["stage"] != 1):
+            return
+        extra = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "val_miou"}
+        nni.report_intermediate_result({"default": float(metrics["val_miou"]), **extra,
+                                        "phase": f"search{record['stage']}", "epoch": int(record["global_epoch"])})
 
-    result = run_search(space_cfg, search_cfg, data_cfg, os.fspath(out_dir / "search"), device=device,
-                        callback=on_epoch)
-    return dict(result["arch"]), result.get("probs")
+    result = run_search(space_cfg, search_cfg, data_cfg, out_dir / "search", device=device, epoch_callback=on_epoch)
+    return dict(result.arch), dict(result.probs)
 
 
 def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Optional[Mapping[str, Any]] = None,
