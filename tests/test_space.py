@@ -19,9 +19,9 @@ def test_every_yaml_supernet_runs_all_candidates_forward_and_backward(path):
     mods = traverse_and_mutate_submodules(net, [DifferentiableMixedLayer.mutate, DifferentiableMixedInput.mutate],
                                           {}, topdown=True)
     assert mods, "the space has no choices"
-    x = torch.randn(1, cfg.in_channels, 97, 131)
+    x = torch.randn(1, cfg.in_channels, 49, 67)  # odd on purpose; small because every candidate runs
     y = net(x)
-    assert y.shape == (1, cfg.num_classes, 97, 131)
+    assert y.shape == (1, cfg.num_classes, 49, 67)
     y.square().mean().backward()
     assert torch.isfinite(y).all()
     grads = [p.grad for p in net.parameters() if p.grad is not None]
@@ -29,13 +29,13 @@ def test_every_yaml_supernet_runs_all_candidates_forward_and_backward(path):
 
 
 @pytest.mark.parametrize("path", SPACE_YAMLS, ids=os.path.basename)
-@pytest.mark.parametrize("size", [(64, 128), (97, 131), (33, 47)])
+@pytest.mark.parametrize("size", [(64, 128), (97, 131)])
 def test_every_yaml_fixed_network_any_input_size(path, size):
     cfg = SpaceConfig.from_yaml(path)
     net = build_network(cfg, random_arch(cfg, seed=sum(size)))
-    x = torch.randn(2, cfg.in_channels, *size, requires_grad=True)
+    x = torch.randn(1, cfg.in_channels, *size, requires_grad=True)
     y = net(x)
-    assert y.shape == (2, cfg.num_classes, *size)
+    assert y.shape == (1, cfg.num_classes, *size)
     y.mean().backward()
     assert torch.isfinite(x.grad).all()
 
