@@ -225,6 +225,7 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder for iou.md, iou.json and predictions (default: beside model)")
     p.add_argument("--save-images", type=int, default=8, help="coloured predictions to write")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
 @_user_errors
@@ -236,6 +237,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .deploy import load_checkpoint, load_model
     from .evaluate import evaluate_network, iou_table_markdown
 
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     data_cfg = _data_config(args)
     meta = load_checkpoint(args.checkpoint).get("meta") or {}
     net = load_model(args.checkpoint, args.device)
@@ -295,12 +300,17 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for the masks (palette PNGs of class indices)")
     p.add_argument("--overlay", action="store_true", help="also write the masks blended over the images")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
 @_user_errors
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .deploy import predict_folder
 
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     written = predict_folder(args.model, args.input, args.out, args.device, args.overlay)
     print(f"{len(written)} masks written to {args.out}")
     return 0
