@@ -1,11 +1,13 @@
 """nni-rspnet: NAS of light-weight semantic-segmentation networks (RSPNet) as an NNI plugin."""
-from ._compat import patch_torchvision
+from ._compat import patch_torchvision, quiet_known_warnings
 
+quiet_known_warnings()
 patch_torchvision()  # before Lightning, torchmetrics or nni.retiarii import torchvision
 
 from .arch import build_network, describe, load_arch, random_arch, save_arch, validate  # noqa: E402
 from .space import RSPNet, RSPNetSpace, SpaceConfig  # noqa: E402
+from .strategy import TwoStageDarts  # noqa: E402
 
 __all__ = ["SpaceConfig", "RSPNet", "RSPNetSpace", "load_arch", "save_arch", "validate", "build_network",
-           "random_arch", "describe"]
+           "random_arch", "describe", "TwoStageDarts"]
 __version__ = "0.1.0"

@@ -45,3 +45,14 @@ def patch_torchvision() -> None:
         _LIBRARY = lib
     except RuntimeError:  # already declared by someone else
         pass
+
+
+def quiet_known_warnings() -> None:
+    """Silences third-party warnings a user can do nothing about (all harmless; see ENVIRONMENT.md):
+    NNI's torch-version check of ``torch.nn`` names, ``pkg_resources`` deprecation from Lightning and
+    nnictl, ``NLLLoss2d`` deprecation, and NNI's note when a choice module runs outside a strategy."""
+    import warnings
+
+    for message in (".*is found to be not a nn.Module.*", ".*pkg_resources.*", ".*NLLLoss2d.*",
+                    "You should not run forward of this module directly"):
+        warnings.filterwarnings("ignore", message=message)

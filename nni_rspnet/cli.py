@@ -442,9 +442,29 @@ def _extreme_arch(table, pick):
     return arch
 
 
+# --- demo ----------------------------------------------------------------------------------------
+
+def _args_demo(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p)
+    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("--fast", action="store_true", help="a seconds-long run on a tinier space (for tests)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue a killed demo from its checkpoints")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, args.config, fast=args.fast, overrides=args.overrides, device=args.device,
+             resume=args.resume)
+    return 0
+
+
 # --- registry --------------------------------------------------------------------------------------
 
 COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "demo": ("the whole pipeline on the built-in data: search, retrain, evaluate, export, pictures",
+             _args_demo, _cmd_demo),
     "space": ("print the search space: labels, size, supernet and sampled-network costs", _args_space, _cmd_space),
     "search": ("two-stage search (cell, then paths with path attention): arch.json, probs.json, --resume",
                _args_search, _cmd_search),
@@ -470,19 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_known_warnings() -> None:
-    """Silences third-party noise a user can do nothing about (see ENVIRONMENT.md)."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
-    warnings.filterwarnings("ignore", message=".*pkg_resources.*")
-    warnings.filterwarnings("ignore", message=".*NLLLoss2d.*")
-    warnings.filterwarnings("ignore", message="You should not run forward of this module directly")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_known_warnings()
+    import logging
+
+    # Lightning's per-fit banner ("GPU available: False ...") repeats for every stage; keep warnings.
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     from .arch import ArchError
     from .config import ConfigError
 

@@ -1,0 +1,158 @@
+"""``nni-rspnet demo``: the whole pipeline on the built-in data, on a laptop CPU, in minutes.
+
+Data preview, stage 1 (cell), stage 2 (paths), the found architecture as a picture, retraining,
+evaluation, export (TorchScript and ONNX, both checked against PyTorch), then a summary table and
+where every file went. The demo's own sizes are config overrides (``DEMO_PRESETS``) applied before
+the user's ``--set`` overrides, so any of them can be changed from the command line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+# Sizes that keep the full demo within ~10 minutes on 2 CPU cores, and a --fast variant for tests.
+DEMO_PRESETS: Dict[bool, List[str]] = {
+    False: ["data.num_train=1200", "data.num_val=300", "data.batch_size=16",
+            "search.warmup_epochs=1", "search.stage1_epochs=2", "search.stage2_epochs=2", "search.limit_batches=0",
+            "train.epochs=12", "train.warmup_epochs=1", "train.threads=0"],
+    True: ["space.layers=2", "space.channels=[8, 16, 16]", "space.resolutions=[4, 8, 16]", "space.cell_nodes=2",
+           "space.ops=[skip_connect, sep_conv_3x3, zoomed_conv]", "space.stem_channels=8", "space.head_channels=8",
+           "data.num_train=48", "data.num_val=16", "data.image_size=[32, 64]", "data.crop_size=[32, 64]",
+           "data.batch_size=8", "data.val_batch_size=8",
+           "search.warmup_epochs=0", "search.stage1_epochs=1", "search.stage2_epochs=1", "search.limit_batches=2",
+           "search.latency_repeats=1", "train.epochs=1", "train.warmup_epochs=0"],
+}
+
+
+def _step(n: int, total: int, text: str) -> float:
+    print(f"\n[{n}/{total}] {text}", flush=True)
+    return time.time()
+
+
+def run_demo(out_dir: str = "runs/demo", config: str = "search_spaces/tiny.yaml", fast: bool = False,
+             overrides: Optional[Iterable[str]] = None, device: str = "cpu", resume: bool = False) -> Dict[str, Any]:
+    """Runs the pipeline and returns the summary (also written to ``out_dir/summary.json`` and ``.md``).
+
+    Args:
+        out_dir: where everything goes (sub-folders ``search``, ``train``, ``eval``, ``export``).
+        config: the YAML config (sections ``space``, ``search``, ``train``, ``data``).
+        fast: a seconds-long variant for tests (tiny space, a few images, one epoch per stage).
+        overrides: ``SECTION.KEY=VALUE`` strings applied after the demo presets.
+        device: ``cpu`` or ``cuda``.
+        resume: continue a killed demo: the search and the training resume from their checkpoints.
+    """
+    import torch
+
+    from .arch import build_network, describe
+    from .config import from_mapping, read_sections
+    from .cost import count_macs, count_params, measure_latency
+    from .data import DataConfig, build_datasets, save_preview
+    from .deploy import export_onnx, export_torchscript, load_model
+    from .draw import draw_architecture
+    from .evaluate import evaluate_network
+    from .search import SearchConfig, run_search
+    from .space import SpaceConfig
+    from .train import TrainConfig, train_network
+
+    started = time.time()
+    overrides = DEMO_PRESETS[fast] + list(overrides or [])
+    sections = read_sections(config, overrides)
+    where = f"{config} (with demo presets)"
+    space_cfg = from_mapping(SpaceConfig, sections["space"], f"{where} [space]")
+    data_cfg = from_mapping(DataConfig, sections["data"], f"{where} [data]")
+    search_cfg = from_mapping(SearchConfig, sections["search"], f"{where} [search]")
+    train_cfg = from_mapping(TrainConfig, sections["train"], f"{where} [train]")
+    os.makedirs(out_dir, exist_ok=True)
+    files: Dict[str, str] = {}
+    timings: Dict[str, float] = {}
+    total = 6
+
+    t = _step(1, total, f"built-in data: {data_cfg.num_train} train / {data_cfg.num_val} val images of "
+                        f"{data_cfg.image_size[0]}x{data_cfg.image_size[1]}, background + 10 digits")
+    train_set, val_set, classes = build_datasets(data_cfg)
+    files["data preview"] = os.path.join(out_dir, "data_preview.png")
+    save_preview(val_set, files["data preview"], count=6, mean=data_cfg.mean, std=data_cfg.std)
+    timings["data"] = time.time() - t
+
+    t = _step(2, total, f"two-stage search of space {space_cfg.name!r}: warm-up {search_cfg.warmup_epochs}, "
+                        f"cell {search_cfg.stage1_epochs}, paths {search_cfg.stage2_epochs} epochs")
+
+    def report(record: Dict[str, Any]) -> None:
+        metrics = record.get("metrics", {})
+        miou = metrics.get("val_miou")
+        print(f"  stage {record['stage']} epoch {record['epoch']}/{record['epochs']}"
+              + (f"  supernet val mIoU {miou:.3f}" if miou is not None else ""), flush=True)
+
+    search_dir = os.path.join(out_dir, "search")
+    found = run_search(space_cfg, search_cfg, data_cfg, search_dir, device=device, resume=resume,
+                       epoch_callback=report, progress_bar=True)
+    files["architecture"] = os.path.join(search_dir, "arch.json")
+    files["path probabilities"] = os.path.join(search_dir, "probs.json")
+    files["stage-1 cell"] = os.path.join(search_dir, "cell.json")
+    files["architecture picture"] = os.path.join(out_dir, "architecture.png")
+    macro_probs = {k: v for k, v in found.probs.items() if k.startswith("macro/")}
+    draw_architecture(found.arch, space_cfg, files["architecture picture"], probs=macro_probs)
+    print(describe(found.arch, space_cfg))
+    timings["search"] = time.time() - t
+
+    t = _step(3, total, f"retraining the found network for {train_cfg.epochs} epochs")
+    net = build_network(space_cfg, found.arch)
+    train_dir = os.path.join(out_dir, "train")
+    trained = train_network(net, data_cfg, train_cfg, train_dir, device=device, resume=resume,
+                            space=space_cfg.to_dict(), arch=found.arch, progress=True)
+    files["trained model"] = trained["model_path"]
+    files["training curves"] = os.path.join(train_dir, "curves.png")
+    timings["train"] = time.time() - t
+
+    t = _step(4, total, "evaluation on the validation split")
+    net = load_model(trained["model_path"], device)
+    eval_dir = os.path.join(out_dir, "eval")
+    evaluation = evaluate_network(net, val_set, classes, eval_dir, device=device, mean=data_cfg.mean,
+                                  std=data_cfg.std, batch_size=data_cfg.val_batch_size, progress=True)
+    files["per-class IoU"] = os.path.join(eval_dir, "iou.md")
+    files["predictions"] = os.path.join(eval_dir, "predictions")
+    timings["evaluate"] = time.time() - t
+
+    t = _step(5, total, "export: TorchScript and ONNX, checked against PyTorch")
+    net = net.cpu().eval()
+    h, w = data_cfg.image_size
+    x = torch.randn(1, space_cfg.in_channels, h, w, generator=torch.Generator().manual_seed(0))
+    meta = {"classes": classes, "mean": list(data_cfg.mean), "std": list(data_cfg.std), "arch": found.arch}
+    files["TorchScript"] = os.path.join(out_dir, "export", "model.torchscript.pt")
+    files["ONNX"] = os.path.join(out_dir, "export", "model.onnx")
+    os.makedirs(os.path.dirname(files["ONNX"]), exist_ok=True)
+    export_torchscript(net, files["TorchScript"], meta=meta, check_input=x)
+    onnx_diff = export_onnx(net, files["ONNX"], (h, w), meta=meta)
+    timings["export"] = time.time() - t
+
+    t = _step(6, total, "cost of the found network on this CPU")
+    params = count_params(net)
+    macs = count_macs(net, (h, w), space_cfg.in_channels)
+    latency = measure_latency(net, x, repeats=20, warmup=3, threads=1)
+    timings["cost"] = time.time() - t
+    timings["total"] = time.time() - started
+
+    summary = {
+        "miou": evaluation["miou"], "pixel_accuracy": evaluation.get("pixel_accuracy"),
+        "supernet_val_miou": found.val_miou, "params": params, "macs": macs,
+        "latency_ms": latency, "input_size": [h, w], "onnx_max_abs_diff": onnx_diff,
+        "seconds": timings, "files": files, "fast": fast,
+    }
+    rows = [("mIoU (val, retrained)", f"{evaluation['miou']:.3f}"),
+            ("parameters", f"{params:,}"),
+            ("MACs", f"{macs / 1e6:.1f} M at {h}x{w}"),
+            ("CPU latency", f"{latency:.1f} ms at {h}x{w}, 1 thread, median of 20"),
+            ("ONNX vs PyTorch", f"max |diff| {onnx_diff:.1e}"),
+            ("wall time", f"{timings['total'] / 60:.1f} min (search {timings['search']:.0f} s, "
+                          f"training {timings['train']:.0f} s)")]
+    table = "| result | value |\n| --- | --- |\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    where_md = "| file | path |\n| --- | --- |\n" + "".join(f"| {k} | `{v}` |\n" for k, v in files.items())
+    from .arch import atomic_write_text
+
+    files["summary"] = os.path.join(out_dir, "summary.md")
+    atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(files["summary"], "# nni-rspnet demo\n\n" + table + "\n" + where_md)
+    print("\n" + table + "\n" + where_md.replace("`", ""), flush=True)
+    return summary
