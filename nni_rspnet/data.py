@@ -65,6 +65,7 @@ class DataConfig:
         num_train, num_val: images the built-in dataset generates per split.
         image_size: ``[H, W]`` of the built-in images.
         max_digits: the built-in images hold 1 .. ``max_digits`` digits each.
+        digit_size: ``[lo, hi]`` range of the built-in digits' height, as a fraction of the image height.
         seed: seed of the built-in dataset.
         batch_size, val_batch_size: loader batch sizes (val batches are padded with the ignore index).
         num_workers: loader worker processes.
@@ -86,6 +87,7 @@ class DataConfig:
     num_val: int = 400
     image_size: List[int] = field(default_factory=lambda: [64, 128])
     max_digits: int = 4
+    digit_size: List[float] = field(default_factory=lambda: [0.4, 0.9])
     seed: int = 0
     batch_size: int = 16
     val_batch_size: int = 16
@@ -110,6 +112,8 @@ class DataConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if len(self.image_size) != 2 or min(self.image_size) < 16:
             raise ValueError(f"image_size must be [H, W] with H, W >= 16, got {self.image_size}")
+        if len(self.digit_size) != 2 or not 0.1 <= self.digit_size[0] <= self.digit_size[1] <= 1.0:
+            raise ValueError(f"digit_size must be [lo, hi] with 0.1 <= lo <= hi <= 1, got {self.digit_size}")
         if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) < 1):
             raise ValueError(f"crop_size must be [H, W] or null, got {self.crop_size}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
@@ -331,7 +335,7 @@ def _photo_pyramid(h: int, w: int, levels: int = 6) -> List[np.ndarray]:
 
 
 def generate_builtin(split: str, num_images: int, image_size: Sequence[int], seed: int,
-                     max_digits: int = 4) -> Tuple[np.ndarray, np.ndarray]:
+                     max_digits: int = 4, digit_size: Sequence[float] = (0.4, 0.9)) -> Tuple[np.ndarray, np.ndarray]:
     """Makes the built-in images and masks: ``(uint8 [N, H, W, 3], uint8 [N, H, W])``, cached per process.
 
     Each image is a random crop of one of the two photos at a random zoom, with 1 .. ``max_digits``
@@ -343,7 +347,8 @@ def generate_builtin(split: str, num_images: int, image_size: Sequence[int], see
     if split not in ("train", "val"):
         raise ValueError(f"builtin split must be 'train' or 'val', got {split!r}")
     h, w = int(image_size[0]), int(image_size[1])
-    key = (split, int(num_images), h, w, int(seed), int(max_digits))
+    lo, hi = float(digit_size[0]), float(digit_size[1])
+    key = (split, int(num_images), h, w, int(seed), int(max_digits), lo, hi)
     if key in _BUILTIN_CACHE:
         return _BUILTIN_CACHE[key]
     glyphs, targets, _ = _sklearn_sources()
@@ -359,8 +364,8 @@ def generate_builtin(split: str, num_images: int, image_size: Sequence[int], see
         mask = masks[n]
         for _ in range(rng.integers(1, max_digits + 1)):
             k = pool[rng.integers(len(pool))]
-            gh = int(rng.uniform(0.4, 0.9) * h)
-            gw = max(4, int(gh * rng.uniform(0.7, 1.0)))
+            gh = max(4, int(rng.uniform(lo, hi) * h))
+            gw = min(w, max(4, int(gh * rng.uniform(0.7, 1.0))))  # tall narrow images: keep the glyph inside
             ink = np.clip(_interp_matrix(gh) @ glyphs[k] @ _interp_matrix(gw).T, 0.0, 1.0)
             ty, tx = rng.integers(h - gh + 1), rng.integers(w - gw + 1)
             # One pixel of margin, so the rim also surrounds ink that touches the glyph's box.
@@ -394,24 +399,28 @@ class BuiltinDigits(SegDataset):
         image_size: ``[H, W]``.
         seed: the seed; the same arguments always give the same images.
         max_digits: at most this many digits per image.
+        digit_size: ``[lo, hi]`` digit height as a fraction of the image height.
         transform_args: plain-value arguments of ``build_transform``.
     """
 
     classes = list(BUILTIN_CLASSES)
 
     def __init__(self, split: str = "train", num_images: int = 2000, image_size: Sequence[int] = (64, 128),
-                 seed: int = 0, max_digits: int = 4, transform_args: Optional[Dict[str, Any]] = None):
+                 seed: int = 0, max_digits: int = 4, transform_args: Optional[Dict[str, Any]] = None,
+                 digit_size: Sequence[float] = (0.4, 0.9)):
         super().__init__(transform_args)
         if split not in ("train", "val"):
             raise DataError(f"builtin dataset: split must be 'train' or 'val', got {split!r}")
         self.split, self.num_images, self.image_size = split, int(num_images), [int(s) for s in image_size]
         self.seed, self.max_digits = int(seed), int(max_digits)
+        self.digit_size = [float(digit_size[0]), float(digit_size[1])]
 
     def __len__(self) -> int:
         return self.num_images
 
     def arrays(self) -> Tuple[np.ndarray, np.ndarray]:
-        return generate_builtin(self.split, self.num_images, self.image_size, self.seed, self.max_digits)
+        return generate_builtin(self.split, self.num_images, self.image_size, self.seed, self.max_digits,
+                                self.digit_size)
 
     def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         images, masks = self.arrays()
@@ -605,7 +614,7 @@ def make_dataset(cfg: DataConfig, split: str, train: bool) -> SegDataset:
     targs = cfg.transform_args(train)
     if kind == "builtin":
         return BuiltinDigits(split, cfg.num_train if split == "train" else cfg.num_val, cfg.image_size, cfg.seed,
-                             cfg.max_digits, targs)
+                             cfg.max_digits, targs, cfg.digit_size)
     cls = {"cityscapes": CityscapesDataset, "voc": VOCDataset, "folder": FolderDataset}[kind]
     return cls(path, split, targs, cfg.verify)
 

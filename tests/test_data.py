@@ -279,3 +279,11 @@ def test_verify_reports_a_bad_file_at_construction(tmp_path):
     with pytest.raises(DataError, match="label values") as err:
         build_datasets(DataConfig(dataset=f"folder:{root}", verify=True))
     assert culprit in str(err.value)
+
+
+def test_builtin_digit_size_and_tall_images():
+    _, small = generate_builtin("train", 30, [64, 64], 0, max_digits=1, digit_size=[0.2, 0.25])
+    _, large = generate_builtin("train", 30, [64, 64], 0, max_digits=1, digit_size=[0.8, 0.9])
+    assert ((small > 0) & (small < 255)).mean() < ((large > 0) & (large < 255)).mean()
+    images, _ = generate_builtin("val", 5, [64, 24], 0)  # narrower than the tallest digit
+    assert images.shape == (5, 64, 24, 3)
