@@ -348,10 +348,6 @@ def _search_configs(args: argparse.Namespace):
             search[key] = value
     if args.epochs is not None:
         search.update(warmup_epochs=args.epochs[0], stage1_epochs=args.epochs[1], stage2_epochs=args.epochs[2])
-    if args.target_latency_ms is not None and args.target_params is None:
-        search["target_params"] = None  # the command line's target replaces the config's
-    if args.target_params is not None and args.target_latency_ms is None:
-        search["target_latency_ms"] = None
     space = from_mapping(SpaceConfig, sections["space"], f"{args.config} [space]")
     search_cfg = from_mapping(SearchConfig, search, f"{args.config} [search]")
     if search_cfg.lut and not os.path.isfile(search_cfg.lut):
@@ -460,6 +456,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- benchmark -------------------------------------------------------------------------------------
+
+def _args_benchmark(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", default=None, metavar="SECTIONS",
+                   help="comma-separated sections among search,search_cost,latency,quality,demo,gpu (default: all)")
+    p.add_argument("--quick", action="store_true", help="smoke-test sizes (tiny data, one epoch, few rounds)")
+    p.add_argument("--out", default="runs/benchmark", help="folder of results.json, searches and training runs")
+    p.add_argument("--markdown", default="BENCHMARKS.md", help="the page to write")
+    p.add_argument("--quality-epochs", type=int, default=None, help="training epochs of every quality run")
+    p.add_argument("--latency-rounds", type=int, default=None, help="interleaved timing rounds")
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .benchmark import SECTIONS, BenchmarkConfig, run_benchmark
+    from .config import ConfigError
+
+    cfg = BenchmarkConfig(out_dir=args.out, markdown=args.markdown)
+    if args.quick:
+        cfg = cfg.quick_version()
+    if args.quality_epochs is not None:
+        cfg = replace(cfg, quality_epochs=args.quality_epochs)
+    if args.latency_rounds is not None:
+        cfg = replace(cfg, latency_rounds=args.latency_rounds)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else list(SECTIONS)
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"--only: unknown section(s) {unknown}; expected some of {list(SECTIONS)}")
+    run_benchmark(cfg, sections)
+    return 0
+
+
 # --- registry --------------------------------------------------------------------------------------
 
 COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -479,6 +508,8 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "export": ("export a model.pt to TorchScript or ONNX (checked against PyTorch)", _args_export, _cmd_export),
     "predict": ("predict masks for a folder of images with a model.pt, TorchScript or ONNX file",
                 _args_predict, _cmd_predict),
+    "benchmark": ("benchmarks: search cost, found net vs torchvision peers, quality, demo time; BENCHMARKS.md",
+                  _args_benchmark, _cmd_benchmark),
 }
 
 

@@ -1,0 +1,190 @@
+"""Benchmark: supernet step time and peak memory of the search (not a test; prints and writes a table).
+
+Two comparisons on the same space (``search_spaces/tiny.yaml`` unless ``--config`` says otherwise):
+
+1. RSP depth 2 against depth 0 (the plain full-width cell), both in TwoStageDarts' stage 1 (the
+   dearer stage: every cell op relaxed); goal: ratio <= 0.55 for step time and for peak memory.
+2. TwoStageDarts (stage 1, stage 2, and their epoch-weighted mean) against NNI 2.10.1's stock DARTS
+   (``DartsLightningModule``, every choice relaxed, alphas leaking into the weight optimiser) at the
+   same RSP depth; goal: ratio <= 1.10 for step time.
+
+A step is one first-order DARTS iteration: an architecture step on a validation batch and a weight
+step on a training batch. Each measurement runs in a fresh subprocess (so the peak resident memory
+is its own), configurations are interleaved over ``--rounds`` rounds, and medians are compared, as
+timings on shared machines drift. Peak memory is the rise of the process' peak RSS over its RSS
+after the supernet was built (on CUDA: ``torch.cuda.max_memory_allocated``); the bytes of tensors
+saved for backward in one step are given too (deterministic).
+
+Usage::
+
+    python benchmarks/search_cost.py --rounds 3 --steps 6 --out benchmarks/search_cost.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {
+    "stage1_d2": dict(kind="stage1", rsp_depth=2),
+    "stage1_d0": dict(kind="stage1", rsp_depth=0),
+    "stage2_d2": dict(kind="stage2", rsp_depth=2),
+    "stock_d2": dict(kind="stock", rsp_depth=2),
+}
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Builds one one-shot module and times ``steps`` DARTS steps (run in a subprocess)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import torch
+
+    import nni_rspnet  # noqa: F401  (patches torchvision)
+    from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
+    import pytorch_lightning as pl
+
+    from nni_rspnet.arch import random_arch
+    from nni_rspnet.path_attention import path_widths
+    from nni_rspnet.space import RSPNetSpace, SpaceConfig
+    from nni_rspnet.strategy import CELL_PREFIX, MACRO_PREFIX, RSPDartsModule
+    from nni_rspnet.train import SegmentationModule
+
+    torch.manual_seed(0)
+    torch.set_num_threads(spec["threads"])
+    cfg = SpaceConfig.from_yaml(spec["config"], [f"space.rsp_depth={spec['rsp_depth']}"])
+    device = torch.device(spec["device"])
+    inner = SegmentationModule(cfg.num_classes, lr=0.01)
+    inner.running_mode = "oneshot"
+    inner.set_model(RSPNetSpace(cfg))
+    if spec["kind"] == "stock":
+        module = DartsLightningModule(inner, arc_learning_rate=3e-4)
+    elif spec["kind"] == "stage1":
+        module = RSPDartsModule(inner, arc_learning_rate=3e-4, all_on=(MACRO_PREFIX,), path_widths=path_widths(cfg))
+    else:
+        cell = {k: v for k, v in random_arch(cfg, 0).items() if k.startswith(CELL_PREFIX)}
+        module = RSPDartsModule(inner, arc_learning_rate=3e-4, frozen=cell, path_widths=path_widths(cfg))
+    h, w = spec["input_size"]
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(spec["batch"], 3, h, w, generator=g),
+                torch.randint(0, cfg.num_classes, (spec["batch"], h, w), generator=g)) for _ in range(2)]
+    data = torch.utils.data.TensorDataset(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
+    loader = lambda: torch.utils.data.DataLoader(data, batch_size=spec["batch"], shuffle=False)  # noqa: E731
+    times: List[float] = []
+
+    class Timer(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.start)
+
+    saved = [0]
+
+    def pack(t):
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    module.to(device)
+    rss0 = _rss_kib()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        mem0 = torch.cuda.memory_allocated()
+    trainer = pl.Trainer(max_epochs=spec["steps"], accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_train_batches=1, limit_val_batches=0)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        trainer.fit(module, {"train": loader(), "val": loader()})
+    steps = max(1, len(times))
+    result = {"step_s": statistics.median(times[1:] or times), "saved_mib": saved[0] / steps / 2 ** 20}
+    if device.type == "cuda":
+        result["peak_mib"] = (torch.cuda.max_memory_allocated() - mem0) / 2 ** 20
+    else:
+        result["peak_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=os.path.join(ROOT, "search_spaces", "tiny.yaml"))
+    parser.add_argument("--input-size", type=int, nargs=2, default=[64, 128])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=6, help="DARTS steps per measurement (the first is dropped)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are compared)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, nargs=2, default=[3, 3], metavar=("STAGE1", "STAGE2"),
+                        help="epochs of each stage, to weigh TwoStageDarts' mean step time")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "search_cost.md"))
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        return 0
+
+    runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in CONFIGS}
+    for r in range(args.rounds):
+        for name, conf in CONFIGS.items():
+            spec = dict(conf, config=args.config, input_size=args.input_size, batch=args.batch, steps=args.steps,
+                        threads=args.threads, device=args.device)
+            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
+                                  text=True, env=env, cwd=ROOT)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"{name}: worker failed (status {proc.returncode})")
+            runs[name].append(json.loads(line[0][7:]))
+            print(f"round {r + 1} {name}: {runs[name][-1]}", flush=True)
+
+    med = {name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in runs.items()}
+    e1, e2 = args.epochs
+    two_stage = (e1 * med["stage1_d2"]["step_s"] + e2 * med["stage2_d2"]["step_s"]) / (e1 + e2)
+    ratio = lambda a, b, k="step_s": a[k] / b[k]  # noqa: E731
+    rows = [
+        ("step time, RSP depth 2 / depth 0 (stage 1)", ratio(med["stage1_d2"], med["stage1_d0"]), 0.55),
+        ("peak memory, RSP depth 2 / depth 0 (stage 1)", ratio(med["stage1_d2"], med["stage1_d0"], "peak_mib"), 0.55),
+        ("saved activations, RSP depth 2 / depth 0 (stage 1)",
+         ratio(med["stage1_d2"], med["stage1_d0"], "saved_mib"), 0.55),
+        ("step time, TwoStageDarts stage 1 / stock DARTS", ratio(med["stage1_d2"], med["stock_d2"]), 1.10),
+        ("step time, TwoStageDarts stage 2 / stock DARTS", ratio(med["stage2_d2"], med["stock_d2"]), 1.10),
+        (f"step time, TwoStageDarts mean ({e1}+{e2} epochs) / stock DARTS", two_stage / med["stock_d2"]["step_s"],
+         1.10),
+    ]
+    lines = [f"# Search cost benchmark ({os.path.relpath(args.config, ROOT)}, {args.input_size[0]}x{args.input_size[1]}, "
+             f"batch {args.batch}, {args.device}, {args.threads} thread(s), {args.rounds} rounds x {args.steps} steps)",
+             "", "| configuration | step time (s) | peak memory (MiB) | saved for backward (MiB) |", "| --- | --- | --- | --- |"]
+    for name, m in med.items():
+        lines.append(f"| {name} | {m['step_s']:.3f} | {m['peak_mib']:.1f} | {m['saved_mib']:.1f} |")
+    lines += ["", "| ratio | value | goal | met |", "| --- | --- | --- | --- |"]
+    for label, value, goal in rows:
+        lines.append(f"| {label} | {value:.2f} | <= {goal:.2f} | {'yes' if value <= goal else 'no'} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        tmp = args.out + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, args.out)
+        print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
