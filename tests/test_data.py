@@ -287,3 +287,15 @@ def test_builtin_digit_size_and_tall_images():
     assert ((small > 0) & (small < 255)).mean() < ((large > 0) & (large < 255)).mean()
     images, _ = generate_builtin("val", 5, [64, 24], 0)  # narrower than the tallest digit
     assert images.shape == (5, 64, 24, 3)
+
+
+def test_cli_data_preview_and_errors(tmp_path, capsys):
+    from nni_rspnet.cli import main
+
+    out = tmp_path / "preview.png"
+    sets = ["--set", "data.num_train=8", "--set", "data.num_val=4", "--set", "data.image_size=[32,64]"]
+    assert main(["data", "--data", "builtin", "--preview", str(out), "--count", "3", *sets]) == 0
+    assert out.is_file() and "11 classes" in capsys.readouterr().out
+    missing = tmp_path / "nowhere"
+    assert main(["data", "--data", f"voc:{missing}", *sets]) == 2
+    assert str(missing) in capsys.readouterr().err
