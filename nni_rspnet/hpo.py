@@ -134,3 +134,23 @@ def check_search_space_matches(space: Mapping[str, Any], config, source: str = "
     if missing:
         raise ArchError(f"{source}: missing label {missing[0]!r} of the model space")
     return labels
+
+
+def distinct_inputs(model: Any) -> bool:
+    """``model_filter`` for NNI's multi-trial strategies: True when every input choice picks distinct inputs.
+
+    NNI 2.10.1's multi-trial samplers (``Random``, ``RegularizedEvolution``, ...) draw the ``n_chosen``
+    indices of an ``InputChoice`` independently, so a sample such as ``[1, 1]`` happens; our spaces
+    reject it when the network is built, and the trial fails (and a failed trial can stall
+    ``RegularizedEvolution`` for good). Passed as ``model_filter=distinct_inputs``, such samples are
+    dropped before they are submitted and the strategy draws again.
+
+    Args:
+        model: the NNI ``Model`` a strategy is about to submit.
+    """
+    from nni.nas.execution.common.utils import get_mutation_dict
+
+    for value in get_mutation_dict(model).values():
+        if isinstance(value, list) and len(set(map(repr, value))) != len(value):
+            return False
+    return True

@@ -56,19 +56,25 @@ class TrialRecord:
         return self.metric("default")
 
     def arch(self) -> Optional[Dict[str, Any]]:
-        """The trial's architecture: its ``arch.json``, else the architecture labels the tuner sent."""
+        """The trial's architecture: its ``arch.json``, else the labels the tuner sent, else the
+        ``mutation`` of a Retiarii multi-trial experiment."""
         if self.folder is not None and (self.folder / "arch.json").is_file():
             with open(self.folder / "arch.json", encoding="utf-8") as f:
                 return json.load(f)
         labels = {k: v for k, v in self.parameters.items() if "/" in k}
+        if not labels and isinstance(self.parameters.get("mutation"), dict):
+            labels = dict(self.parameters["mutation"])
         return labels or None
 
     def space_config(self) -> Optional[Dict[str, Any]]:
-        """The ``space`` section the trial ran with (from its ``config.json``), or None."""
+        """The ``space`` section the trial ran with (its ``config.json``, or a Retiarii trial's
+        ``init_parameters``), or None."""
         if self.folder is not None and (self.folder / "config.json").is_file():
             with open(self.folder / "config.json", encoding="utf-8") as f:
                 return json.load(f).get("space")
-        return None
+        init = self.parameters.get("init_parameters")
+        config = init.get("config") if isinstance(init, dict) else None
+        return config if isinstance(config, dict) else None
 
 
 def _decode_metric(raw: Any) -> Any:

@@ -202,6 +202,32 @@ def _flat_probs(probs: Mapping[str, Any]) -> Optional[Dict[str, float]]:
     return flat or None
 
 
+RETIARII_ENTRY = "nni.retiarii.trial_entry"
+
+
+def retiarii_trial_command_params() -> Dict[str, str]:
+    """Makes a Retiarii multi-trial experiment start its workers through this module.
+
+    NNI launches each multi-trial worker as ``python -m nni.retiarii.trial_entry py``; that imports
+    Lightning, hence torchvision, before anything could patch torchvision for CPU torch (see
+    ENVIRONMENT.md), and the worker dies. With ``config._trial_command_params =
+    retiarii_trial_command_params()`` (the hook NNI's ``RetiariiExeConfig`` fills its command template
+    from) the worker runs ``python -m nni_rspnet.trial -m nni.retiarii.trial_entry py``: the package is
+    imported first, then NNI's entry point runs unchanged.
+    """
+    import shlex
+
+    return {"python": f"{shlex.quote(sys.executable)} -m nni_rspnet.trial"}
+
+
+def _run_retiarii_entry(argv: Sequence[str]) -> int:
+    import runpy
+
+    sys.argv = [RETIARII_ENTRY, *argv]
+    runpy.run_module(RETIARII_ENTRY, run_name="__main__", alter_sys=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nni_rspnet.trial", description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=STAGES, required=True, help="what the trial runs")
@@ -215,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["-m", RETIARII_ENTRY]:  # a Retiarii multi-trial worker, see retiarii_trial_command_params
+        return _run_retiarii_entry(argv[2:])
     args = build_parser().parse_args(argv)
     from .arch import ArchError
 
