@@ -249,6 +249,7 @@ def test_ddp_two_processes_on_cpu_matches_single_process(tmp_path):
     assert "distributed_backend=gloo" in log2 and "MEMBER: 2/2" in log2
     m1 = _history(str(tmp_path / "single"))[-1]["val_miou"]
     m2 = _history(str(tmp_path / "ddp"))[-1]["val_miou"]
+    print(f"val mIoU after 2 epochs: single process {m1:.4f}, 2-process DDP {m2:.4f}")
     assert abs(m1 - m2) < 0.05, (m1, m2)
     # The mIoU synced over both processes equals a one-process evaluation of the saved weights.
     net = load_model(str(tmp_path / "ddp" / "model.pt"))
