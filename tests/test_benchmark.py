@@ -1,0 +1,114 @@
+"""Benchmark: quick-mode latency and quality sections, page rendering, goals and the CLI."""
+import json
+import os
+import statistics
+
+import pytest
+import torch
+
+import nni_rspnet  # noqa: F401  (patches torchvision)
+from nni_rspnet.arch import random_arch, save_arch
+from nni_rspnet.benchmark import (SECTIONS, BenchmarkConfig, _parse_markdown_tables, goals, interleaved_latency,
+                                  load_results, machine_info, render_page, run_benchmark, store_result,
+                                  torchvision_peer)
+from nni_rspnet.cli import main
+from nni_rspnet.space import SpaceConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def quick_cfg(tmp_path):
+    """Quick sizes with a stand-in "found" tiny architecture (the search itself is tested elsewhere)."""
+    cfg = BenchmarkConfig(out_dir=str(tmp_path / "bench"), markdown=str(tmp_path / "BENCHMARKS.md")).quick_version()
+    space = SpaceConfig.from_yaml(cfg.tiny_config)
+    os.makedirs(os.path.join(cfg.out_dir, "search_tiny"))
+    save_arch(random_arch(space, 7), os.path.join(cfg.out_dir, "search_tiny", "arch.json"))
+    return cfg
+
+
+def test_peer_returns_logits_at_input_size():
+    net = torchvision_peer("lraspp", 19).eval()
+    with torch.no_grad():
+        y = net(torch.zeros(1, 3, 64, 128))
+    assert y.shape == (1, 19, 64, 128)
+    with pytest.raises(ValueError, match="unknown peer"):
+        torchvision_peer("fcn", 19)
+
+
+def test_interleaved_latency_times_every_model_every_round():
+    models = {"a": torch.nn.Conv2d(3, 4, 3), "b": torch.nn.Conv2d(3, 8, 5)}
+    times = interleaved_latency(models, torch.zeros(1, 3, 32, 32), rounds=4, warmup=1, threads=1, log=lambda s: None)
+    assert set(times) == {"a", "b"} and all(len(t) == 4 and min(t) > 0 for t in times.values())
+    assert torch.get_num_threads() >= 1
+
+
+def test_quick_latency_and_quality_write_the_page(quick_cfg):
+    logs = []
+    page = run_benchmark(quick_cfg, ["latency", "quality", "gpu"], log=logs.append)
+    assert os.path.isfile(quick_cfg.markdown)
+    with open(quick_cfg.markdown) as f:
+        assert f.read() == page
+    results = load_results(quick_cfg)
+    lat = results["latency"]
+    names = [r["name"] for r in lat["rows"]]
+    assert "found (tiny)" in names and "LR-ASPP-MobileNetV3-Large" in names and "DeepLabV3-MobileNetV3-Large" in names
+    for row in lat["rows"]:
+        assert row["params"] > 0 and row["macs"] > 0 and row["median_ms"] > 0 and row["ratio"] > 0
+    lraspp = next(r for r in lat["rows"] if r["name"].startswith("LR-ASPP"))
+    assert lraspp["ratio"] == pytest.approx(1.0) and 3.0e6 < lraspp["params"] < 3.5e6
+    q = results["quality"]
+    kinds = [r["kind"] for r in q["rows"]]
+    assert kinds.count("searched") == 1 and kinds.count("random") == 2 and kinds.count("lraspp") == 1
+    assert q["complete"] and all(0 <= r["val_miou"] <= 1 and r["epochs"] >= 1 for r in q["rows"])
+    # the page: machine, goals and each section's table
+    assert "# Benchmarks" in page and machine_info()["cpu"] in page and "## Goals" in page
+    assert "| found (tiny) |" in page and "| searched (tiny) |" in page
+    assert ("Not measured: no CUDA device" in page) != torch.cuda.is_available()
+    assert any(line.startswith("[quality]") for line in logs)
+
+
+def test_results_merge_across_runs_and_goals(tmp_path):
+    cfg = BenchmarkConfig(out_dir=str(tmp_path))
+    store_result(cfg, "demo", {"measured": False, "why": "x"})
+    store_result(cfg, "quality", {"epochs": 1, "num_train": 4, "num_val": 2, "image_size": [32, 64],
+                                  "optimizer": "sgd", "lr": 0.1, "batch_size": 2, "threads": 1, "rows": [
+                                      {"kind": "searched", "name": "s", "seed": 0, "params": 1, "macs": 1,
+                                       "val_miou": 0.50, "epochs": 1, "seconds": 1.0},
+                                      {"kind": "searched", "name": "s", "seed": 1, "params": 1, "macs": 1,
+                                       "val_miou": 0.52, "epochs": 1, "seconds": 1.0},
+                                      {"kind": "random", "name": "r", "seed": 0, "params": 1, "macs": 1,
+                                       "val_miou": 0.49, "epochs": 1, "seconds": 1.0}]})
+    results = load_results(cfg)
+    assert set(results) == {"demo", "quality"}
+    rows = goals(results)
+    miou = next(r for r in rows if r[0].startswith("searched"))
+    assert "+2.0 points" in miou[1] and miou[2] == "**met**"
+    assert any(r[2] == "not measured" for r in rows)  # no search-cost or latency results yet
+    page = render_page(results, machine_info(), cfg)
+    assert "0.5100 ± 0.0141 (2 seeds)" in page and statistics.mean([0.5, 0.52]) == pytest.approx(0.51)
+    assert "## Search cost\n\nNot run yet." in page
+
+
+def test_parse_markdown_tables():
+    text = "# t\n\n| a | b |\n| --- | --- |\n| 1 | x |\n| 2 | y |\n\ntext\n| ratio | value |\n|---|---|\n| r | 0.5 |\n"
+    tables = _parse_markdown_tables(text)
+    assert tables == [[{"a": "1", "b": "x"}, {"a": "2", "b": "y"}], [{"ratio": "r", "value": "0.5"}]]
+
+
+def test_cli_rejects_unknown_section(tmp_path, capsys):
+    assert main(["benchmark", "--only", "latency,speed", "--out", str(tmp_path)]) == 2
+    assert "speed" in capsys.readouterr().err
+    assert set(SECTIONS) >= {"search", "search_cost", "latency", "quality", "demo", "gpu"}
+
+
+@pytest.mark.slow
+def test_quick_search_section_finds_the_network(tmp_path):
+    cfg = BenchmarkConfig(out_dir=str(tmp_path / "bench"), markdown=str(tmp_path / "B.md")).quick_version()
+    page = run_benchmark(cfg, ["search"], log=lambda s: None)
+    run = load_results(cfg)["search"]["runs"]["tiny"]
+    assert run["params"] > 0 and run["macs"] > 0 and run["seconds"] > 0
+    with open(os.path.join(cfg.out_dir, run["arch_path"])) as f:
+        arch = json.load(f)
+    assert any(k.startswith("cell/") for k in arch) and any(k.startswith("macro/") for k in arch)
+    assert f"{run['params']:,}" in page
