@@ -458,6 +458,8 @@ def train_network(net: nn.Module, data_cfg, train_cfg: TrainConfig, out_dir: str
     start = time.time()
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     seconds = time.time() - start
+    if module.last_val_miou is None and history.rows:  # resumed a run that had already finished
+        module.last_val_miou = history.rows[-1]["val_miou"]
     result = {"val_miou": module.last_val_miou, "epochs": int(trainer.current_epoch), "seconds": seconds,
               "model_path": os.path.join(out_dir, "model.pt"), "history": history.rows,
               "global_zero": trainer.is_global_zero}
