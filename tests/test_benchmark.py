@@ -9,8 +9,9 @@ import torch
 import nni_rspnet  # noqa: F401  (patches torchvision)
 from nni_rspnet.arch import random_arch, save_arch
 from nni_rspnet.benchmark import (SECTIONS, BenchmarkConfig, _parse_markdown_tables, goals, interleaved_latency,
-                                  load_results, machine_info, render_page, run_benchmark, store_result,
-                                  torchvision_peer)
+                                  lightest_arch, load_results, machine_info, project_search_hours, render_page,
+                                  run_benchmark, store_result, torchvision_peer)
+from nni_rspnet.search import SearchConfig
 from nni_rspnet.cli import main
 from nni_rspnet.space import SpaceConfig
 
@@ -94,6 +95,23 @@ def test_parse_markdown_tables():
     text = "# t\n\n| a | b |\n| --- | --- |\n| 1 | x |\n| 2 | y |\n\ntext\n| ratio | value |\n|---|---|\n| r | 0.5 |\n"
     tables = _parse_markdown_tables(text)
     assert tables == [[{"a": "1", "b": "x"}, {"a": "2", "b": "y"}], [{"ratio": "r", "value": "0.5"}]]
+
+
+def test_projection_counts_steps_and_epochs():
+    search = SearchConfig(warmup_epochs=1, stage1_epochs=2, stage2_warmup_epochs=0, stage2_epochs=3)
+    p = project_search_hours({"stage1_d2": 2.0, "stage2_d2": 1.0}, search, num_train=10, batch_size=4)
+    assert p["steps_per_epoch"] == 3 and p["hours"] == pytest.approx(3 * (3 * 2.0 + 3 * 1.0) / 3600)
+    assert project_search_hours({"stage1_d2": 2.0}, search) is None
+
+
+def test_lightest_arch_is_valid_and_lightest():
+    from nni_rspnet.arch import build_network, validate
+    from nni_rspnet.cost import count_params
+
+    space = SpaceConfig.from_yaml(os.path.join(ROOT, "search_spaces", "tiny.yaml"))
+    arch = validate(lightest_arch(space), space)
+    light = count_params(build_network(space, arch))
+    assert all(light <= count_params(build_network(space, random_arch(space, s))) for s in range(3))
 
 
 def test_cli_rejects_unknown_section(tmp_path, capsys):
