@@ -64,7 +64,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     torch.manual_seed(0)
     torch.set_num_threads(spec["threads"])
-    cfg = SpaceConfig.from_yaml(spec["config"], [f"space.rsp_depth={spec['rsp_depth']}"])
+    cfg = SpaceConfig.from_yaml(spec["config"], list(spec["overrides"]) + [f"space.rsp_depth={spec['rsp_depth']}"])
     device = torch.device(spec["device"])
     inner = SegmentationModule(cfg.num_classes, lr=0.01)
     inner.running_mode = "oneshot"
@@ -108,7 +108,8 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         mem0 = torch.cuda.memory_allocated()
     trainer = pl.Trainer(max_epochs=spec["steps"], accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, limit_train_batches=1, limit_val_batches=0)
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_train_batches=1, limit_val_batches=0,
+                         callbacks=[Timer()])
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         trainer.fit(module, {"train": loader(), "val": loader()})
     steps = max(1, len(times))
@@ -123,6 +124,10 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=os.path.join(ROOT, "search_spaces", "tiny.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="space.KEY=VALUE",
+                        help="override the space, e.g. --set space.channels=[64,128,256] (repeatable)")
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                        help="measure only these configurations")
     parser.add_argument("--input-size", type=int, nargs=2, default=[64, 128])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=6, help="DARTS steps per measurement (the first is dropped)")
@@ -138,11 +143,11 @@ def main() -> int:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
 
-    runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in CONFIGS}
+    runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in args.only}
     for r in range(args.rounds):
-        for name, conf in CONFIGS.items():
-            spec = dict(conf, config=args.config, input_size=args.input_size, batch=args.batch, steps=args.steps,
-                        threads=args.threads, device=args.device)
+        for name in args.only:
+            spec = dict(CONFIGS[name], config=args.config, overrides=args.overrides, input_size=args.input_size,
+                        batch=args.batch, steps=args.steps, threads=args.threads, device=args.device)
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
             proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
                                   text=True, env=env, cwd=ROOT)
@@ -155,19 +160,23 @@ def main() -> int:
 
     med = {name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in runs.items()}
     e1, e2 = args.epochs
-    two_stage = (e1 * med["stage1_d2"]["step_s"] + e2 * med["stage2_d2"]["step_s"]) / (e1 + e2)
-    ratio = lambda a, b, k="step_s": a[k] / b[k]  # noqa: E731
-    rows = [
-        ("step time, RSP depth 2 / depth 0 (stage 1)", ratio(med["stage1_d2"], med["stage1_d0"]), 0.55),
-        ("peak memory, RSP depth 2 / depth 0 (stage 1)", ratio(med["stage1_d2"], med["stage1_d0"], "peak_mib"), 0.55),
-        ("saved activations, RSP depth 2 / depth 0 (stage 1)",
-         ratio(med["stage1_d2"], med["stage1_d0"], "saved_mib"), 0.55),
-        ("step time, TwoStageDarts stage 1 / stock DARTS", ratio(med["stage1_d2"], med["stock_d2"]), 1.10),
-        ("step time, TwoStageDarts stage 2 / stock DARTS", ratio(med["stage2_d2"], med["stock_d2"]), 1.10),
-        (f"step time, TwoStageDarts mean ({e1}+{e2} epochs) / stock DARTS", two_stage / med["stock_d2"]["step_s"],
-         1.10),
-    ]
-    lines = [f"# Search cost benchmark ({os.path.relpath(args.config, ROOT)}, {args.input_size[0]}x{args.input_size[1]}, "
+    rows = []
+
+    def ratio(a: str, b: str, key: str, label: str, goal: float) -> None:
+        if a in med and b in med:
+            rows.append((label, med[a][key] / med[b][key], goal))
+
+    ratio("stage1_d2", "stage1_d0", "step_s", "step time, RSP depth 2 / depth 0 (stage 1)", 0.55)
+    ratio("stage1_d2", "stage1_d0", "peak_mib", "peak memory, RSP depth 2 / depth 0 (stage 1)", 0.55)
+    ratio("stage1_d2", "stage1_d0", "saved_mib", "saved activations, RSP depth 2 / depth 0 (stage 1)", 0.55)
+    ratio("stage1_d2", "stock_d2", "step_s", "step time, TwoStageDarts stage 1 / stock DARTS", 1.10)
+    ratio("stage2_d2", "stock_d2", "step_s", "step time, TwoStageDarts stage 2 / stock DARTS", 1.10)
+    if all(k in med for k in ("stage1_d2", "stage2_d2", "stock_d2")):
+        mean = (e1 * med["stage1_d2"]["step_s"] + e2 * med["stage2_d2"]["step_s"]) / (e1 + e2)
+        rows.append((f"step time, TwoStageDarts mean ({e1}+{e2} epochs) / stock DARTS",
+                     mean / med["stock_d2"]["step_s"], 1.10))
+    space = os.path.relpath(args.config, ROOT) + "".join(f" {o}" for o in args.overrides)
+    lines = [f"# Search cost benchmark ({space}, {args.input_size[0]}x{args.input_size[1]}, "
              f"batch {args.batch}, {args.device}, {args.threads} thread(s), {args.rounds} rounds x {args.steps} steps)",
              "", "| configuration | step time (s) | peak memory (MiB) | saved for backward (MiB) |", "| --- | --- | --- | --- |"]
     for name, m in med.items():

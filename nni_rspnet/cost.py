@@ -406,7 +406,8 @@ class ResourcePenalty:
     def adapt(self, probs: Mapping[str, Any]) -> float:
         """Updates ``lam`` from the cost of the architecture decoded from ``probs``; returns that cost."""
         derived = self.table.derived(probs, self.metric)
-        self.lam = min(max(self.lam * math.exp(self.rate * (derived / self.target - 1.0)), self.lam_min), self.lam_max)
+        step = min(max(self.rate * (derived / self.target - 1.0), -20.0), 20.0)  # no overflow far off target
+        self.lam = min(max(self.lam * math.exp(step), self.lam_min), self.lam_max)
         return derived
 
     def summary(self, probs: Mapping[str, Any]) -> Dict[str, float]:
