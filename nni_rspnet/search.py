@@ -239,7 +239,7 @@ def run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any, 
                         {k: v for k, v in record["arch"].items() if k.startswith(CELL_PREFIX)})
         public = {k: v for k, v in record.items() if k not in ("state", "probs")}
         history[:] = list(record["state"].get("history", []))
-        _write_json(os.path.join(out, "history.json"), [{k: v for k, v in r.items()} for r in history])
+        _write_json(os.path.join(out, "history.json"), history)
         if epoch_callback is not None:
             epoch_callback(public)
 

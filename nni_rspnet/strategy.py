@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
@@ -472,7 +471,6 @@ class TwoStageDarts(BaseStrategy):
             _load_matching(module.model, init_weights)
         if state is not None:
             module.load_state_dict(state["model"])
-        self._stage_info = {"stage": stage}
         remaining = self.epochs[stage] - done
         if remaining > 0:
             trainer = _stage_trainer(evaluator.trainer, remaining, _EpochEnd(self, stage))

@@ -156,6 +156,9 @@ def test_search_killed_with_sigkill_resumes_to_the_same_kind_of_export(tmp_path)
     assert {k: v for k, v in arch.items() if k.startswith("cell/")} == cell  # stage 1 was not redone
     epochs = [(r["stage"], r["epoch"]) for r in result.history]
     assert epochs == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)] and done < 6
+    # resuming a finished search trains nothing and exports the same architecture again
+    again = run_search(space, search, data, out, resume=True)
+    assert again.arch == result.arch and len(again.history) == 6
 
 
 def test_cli_latency_table_and_search_errors(tmp_path, capsys):
