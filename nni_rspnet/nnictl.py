@@ -320,9 +320,13 @@ def running(config: Union[str, os.PathLike], port: int, working_dir: Union[str, 
             env: Optional[Mapping[str, str]] = None, timeout: float = 120.0) -> Iterator[Experiment]:
     """``launch`` as a context: the experiment is stopped and its processes killed on exit, even on error."""
     exp = launch(config, port, working_dir, env=env, timeout=timeout)
+    failed = False
     try:
         yield exp
+    except BaseException:
+        failed = True
+        raise
     finally:
         left = stop(exp)
-        if left:
+        if left and not failed:  # on a failure, its own error is the one to see
             raise NniError(f"experiment {exp.id}: processes {left} survived nnictl stop and SIGKILL")

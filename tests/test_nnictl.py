@@ -26,8 +26,6 @@ from nni_rspnet.hpo import write_search_space
 from nni_rspnet.report import make_report
 from nni_rspnet.space import SpaceConfig
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("NNI_RSPNET_ARTIFACTS", ROOT / ".artifacts"))
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -56,6 +54,49 @@ def small_space_config() -> SpaceConfig:
     return SpaceConfig.from_yaml(ROOT / "search_spaces" / "tiny.yaml", [s for s in TRIAL_SETS if s.startswith("space.")])
 
 
+def test_prepare_config_resolves_paths_and_overrides(tmp_path):
+    import yaml
+
+    from nni_rspnet.config import ConfigError
+
+    data = nnictl.prepare_config(ROOT / "experiment_configs" / "arch_hpo.yml", tmp_path / "copy.yml",
+                                 working_dir=tmp_path / "work", python="/opt/py/bin/python",
+                                 trial_args=["--set", "space.ops=[a, b]"],
+                                 overrides={"maxTrialNumber": 2, "assessor": None})
+    assert yaml.safe_load((tmp_path / "copy.yml").read_text()) == data
+    assert data["trialCodeDirectory"] == str(ROOT)
+    assert data["searchSpaceFile"] == str(ROOT / "search_spaces" / "tiny_arch.json")
+    assert data["experimentWorkingDirectory"] == str(tmp_path / "work")
+    assert data["trialCommand"].startswith("/opt/py/bin/python -m nni_rspnet.trial --stage arch")
+    assert data["trialCommand"].endswith(" --set 'space.ops=[a, b]'")  # quoted for the trial's shell
+    assert data["maxTrialNumber"] == 2 and "assessor" not in data
+    (tmp_path / "bad.yml").write_text("trialCommand: [unclosed")
+    with pytest.raises(ConfigError, match="bad.yml: not valid YAML"):
+        nnictl.prepare_config(tmp_path / "bad.yml", tmp_path / "x.yml")
+    with pytest.raises(ConfigError, match="not found"):
+        nnictl.prepare_config(tmp_path / "missing.yml", tmp_path / "x.yml")
+
+
+def test_parse_metric_undoes_nni_double_encoding():
+    record = {"data": json.dumps(json.dumps({"default": 0.5, "params": 3}))}
+    assert nnictl.parse_metric(record) == {"default": 0.5, "params": 3}
+    assert nnictl.parse_metric({"data": json.dumps("0.25")}) == 0.25
+
+
+def test_node_preload_pins_listen_to_loopback(tmp_path):
+    """The NODE_OPTIONS preload makes a host-less listen() bind 127.0.0.1 (NNI's manager does that)."""
+    import nni_node
+
+    node = Path(nni_node.__path__[0]) / "node"
+    script = ("const s = require('http').createServer(() => {}); s.listen(0, () => { "
+              "console.log(s.address().address); s.close(); });")
+    env = {**os.environ, "NODE_OPTIONS": nnictl.localhost_node_options(tmp_path)}
+    done = subprocess.run([str(node), "-e", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "127.0.0.1", done.stderr
+    bare = subprocess.run([str(node), "-e", script], capture_output=True, text=True, timeout=60)
+    assert bare.stdout.strip() != "127.0.0.1"  # without it node binds every interface
+
+
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     """The arch-HPO experiment, run to the end; stopped (and checked) when the module is done."""
@@ -77,12 +118,16 @@ def experiment(tmp_path_factory):
         nnictl.stop(exp)
 
 
+@pytest.mark.slow
 def test_manager_listens_on_loopback_only(experiment):
-    out = subprocess.run(["ss", "-ltnH", f"sport = :{experiment.port}"], capture_output=True, text=True).stdout
-    addresses = {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()}
-    assert addresses == {"127.0.0.1"}, out
+    import psutil
+
+    listening = {c.laddr.ip for c in psutil.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == experiment.port}
+    assert listening == {"127.0.0.1"}
 
 
+@pytest.mark.slow
 def test_trials_succeeded_with_dict_metrics(experiment):
     rest = experiment.rest
     assert rest.status() == "DONE"
@@ -101,6 +146,7 @@ def test_trials_succeeded_with_dict_metrics(experiment):
         assert all(0.0 <= v["default"] <= 1.0 for v in values)
 
 
+@pytest.mark.slow
 def test_each_trial_arch_rebuilds(experiment):
     cfg = small_space_config()
     for trial in experiment.rest.trials():
@@ -115,6 +161,7 @@ def test_each_trial_arch_rebuilds(experiment):
         assert (folder / "arch.png").is_file() and (folder / "config.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="needs Debian's chromium and chromium-driver "
                     "(scripts/install_browser.sh)")
 def test_web_ui_lists_trials_and_metrics(experiment):
@@ -154,6 +201,7 @@ def test_web_ui_lists_trials_and_metrics(experiment):
     assert (ARTIFACTS / "webui_trials.png").stat().st_size > 10000
 
 
+@pytest.mark.slow
 def test_report_on_the_experiment(experiment, tmp_path, capsys):
     from nni_rspnet.cli import main as cli_main
 
@@ -168,6 +216,7 @@ def test_report_on_the_experiment(experiment, tmp_path, capsys):
     assert (env_home / ".experiment").is_file()  # nnictl's registry went to the private home
 
 
+@pytest.mark.slow
 def test_stop_leaves_nothing_running(experiment):
     assert nnictl.leftover_processes(experiment.id), "the manager should still be up before stop"
     assert nnictl.stop(experiment) == []
@@ -187,6 +236,7 @@ nni.report_final_result({"default": curve[-1], "params": 1})
 """
 
 
+@pytest.mark.slow
 def test_medianstop_stops_a_weak_trial(tmp_path):
     """The assessor of our experiment configs, on planted curves: a weak trial after a good one is stopped."""
     import yaml
