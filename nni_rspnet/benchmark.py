@@ -73,6 +73,8 @@ class BenchmarkConfig:
         demo_timeout_s: the demo's time limit.
         search_cost_rounds, search_cost_steps, search_cost_timeout_s: ``benchmarks/search_cost.py``'s
             interleaved rounds, DARTS steps per measurement, and time limit.
+        search_cost_markdown: read the CPU search-cost tables from this earlier output of
+            ``benchmarks/search_cost.py`` instead of running it again.
         gpu_size: ``[H, W]`` of the GPU latency table.
         quick: smoke-test sizes (set by ``quick()``; recorded in the results).
     """
@@ -100,6 +102,7 @@ class BenchmarkConfig:
     search_cost_rounds: int = 2
     search_cost_steps: int = 4
     search_cost_timeout_s: float = 1500.0
+    search_cost_markdown: Optional[str] = None
     gpu_size: List[int] = field(default_factory=lambda: [1024, 2048])
     quick: bool = False
 
@@ -286,20 +289,34 @@ def _run_search_cost_script(cfg: BenchmarkConfig, device: str, args: Sequence[st
         log(f"[search_cost] failed (status {proc.returncode}): {' / '.join(tail)}")
         return {"measured": False, "why": f"benchmarks/search_cost.py failed (status {proc.returncode})",
                 "tail": tail}
-    with open(out, encoding="utf-8") as f:
+    return dict(_read_search_cost_markdown(out), measured=True, device=device, command=shown)
+
+
+def _read_search_cost_markdown(path: str) -> Dict[str, Any]:
+    """The result of an earlier ``benchmarks/search_cost.py --out PATH`` run."""
+    with open(path, encoding="utf-8") as f:
         markdown = f.read()
     tables = _parse_markdown_tables(markdown)
     ratios = {row.get("ratio", ""): float(row["value"]) for t in tables for row in t if "value" in row}
     steps = {row["configuration"]: float(row["step time (s)"]) for t in tables for row in t
              if "configuration" in row and "step time (s)" in row}
-    return {"measured": True, "device": device, "command": shown, "markdown": markdown, "ratios": ratios,
-            "step_s": steps}
+    return {"ratios": ratios, "step_s": steps, "markdown": markdown}
 
 
 def run_search_cost_section(cfg: BenchmarkConfig, device: str = "cpu",
                             log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Supernet step time and peak memory of the tiny space, by ``benchmarks/search_cost.py`` (each
-    configuration in a fresh subprocess, for clean peak memory; interleaved rounds, medians)."""
+    configuration in a fresh subprocess, for clean peak memory; interleaved rounds, medians), or read
+    from ``cfg.search_cost_markdown`` when that file exists (the script's own output, not re-run)."""
+    if cfg.search_cost_markdown and device == "cpu":
+        if not os.path.isfile(cfg.search_cost_markdown):
+            raise FileNotFoundError(f"{cfg.search_cost_markdown}: search-cost markdown not found (write it with "
+                                    "python benchmarks/search_cost.py --out PATH)")
+        log(f"[search_cost] reading {cfg.search_cost_markdown}")
+        written = _dt.datetime.fromtimestamp(os.path.getmtime(cfg.search_cost_markdown), _dt.timezone.utc)
+        return dict(_read_search_cost_markdown(cfg.search_cost_markdown), measured=True, device=device,
+                    command=f"python benchmarks/search_cost.py (output {cfg.search_cost_markdown}, "
+                            f"written {written:%Y-%m-%d %H:%M} UTC)")
     args = (["--rounds", "1", "--steps", "2", "--input-size", "32", "64", "--batch", "2"] if cfg.quick else
             ["--rounds", str(cfg.search_cost_rounds), "--steps", str(cfg.search_cost_steps)])
     return _run_search_cost_script(cfg, device, args, "tiny", log)

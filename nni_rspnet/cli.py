@@ -466,6 +466,8 @@ def _args_benchmark(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", default="BENCHMARKS.md", help="the page to write")
     p.add_argument("--quality-epochs", type=int, default=None, help="training epochs of every quality run")
     p.add_argument("--latency-rounds", type=int, default=None, help="interleaved timing rounds")
+    p.add_argument("--search-cost-md", default=None, metavar="PATH",
+                   help="read the search-cost tables from this output of benchmarks/search_cost.py, not re-run it")
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -474,7 +476,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import SECTIONS, BenchmarkConfig, run_benchmark
     from .config import ConfigError
 
-    cfg = BenchmarkConfig(out_dir=args.out, markdown=args.markdown)
+    cfg = BenchmarkConfig(out_dir=args.out, markdown=args.markdown, search_cost_markdown=args.search_cost_md)
     if args.quick:
         cfg = cfg.quick_version()
     if args.quality_epochs is not None:

@@ -97,6 +97,36 @@ def test_parse_markdown_tables():
     assert tables == [[{"a": "1", "b": "x"}, {"a": "2", "b": "y"}], [{"ratio": "r", "value": "0.5"}]]
 
 
+SEARCH_COST_MD = """# Search cost benchmark (search_spaces/tiny.yaml, 64x128, batch 8, cpu, 1 thread(s), 2 rounds x 4 steps)
+
+| configuration | step time (s) | peak memory (MiB) | saved for backward (MiB) |
+| --- | --- | --- | --- |
+| stage1_d2 | 0.400 | 100.0 | 50.0 |
+| stage1_d0 | 1.000 | 250.0 | 100.0 |
+
+| ratio | value | goal | met |
+| --- | --- | --- | --- |
+| step time, RSP depth 2 / depth 0 (stage 1) | 0.40 | <= 0.55 | yes |
+| peak memory, RSP depth 2 / depth 0 (stage 1) | 0.60 | <= 0.55 | no |
+"""
+
+
+def test_search_cost_read_from_the_scripts_markdown(tmp_path):
+    md = tmp_path / "search_cost.md"
+    md.write_text(SEARCH_COST_MD)
+    cfg = BenchmarkConfig(out_dir=str(tmp_path / "b"), markdown=str(tmp_path / "B.md"), search_cost_markdown=str(md))
+    page = run_benchmark(cfg, ["search_cost"], log=lambda s: None)
+    r = load_results(cfg)["search_cost"]
+    assert r["step_s"] == {"stage1_d2": 0.4, "stage1_d0": 1.0}
+    assert r["ratios"]["peak memory, RSP depth 2 / depth 0 (stage 1)"] == 0.6
+    row = next(g for g in goals(load_results(cfg)) if g[0].startswith("RSP"))
+    assert "0.40x" in row[1] and "0.60x" in row[1] and row[2] == "**not met**"
+    assert "| stage1_d0 | 1.000 |" in page
+    with pytest.raises(FileNotFoundError, match="nowhere.md"):
+        run_benchmark(BenchmarkConfig(out_dir=str(tmp_path / "c"), search_cost_markdown=str(tmp_path / "nowhere.md"),
+                                      markdown=str(tmp_path / "C.md")), ["search_cost"], log=lambda s: None)
+
+
 def test_projection_counts_steps_and_epochs():
     search = SearchConfig(warmup_epochs=1, stage1_epochs=2, stage2_warmup_epochs=0, stage2_epochs=3)
     p = project_search_hours({"stage1_d2": 2.0, "stage2_d2": 1.0}, search, num_train=10, batch_size=4)
