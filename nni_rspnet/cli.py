@@ -396,6 +396,7 @@ def _args_latency_table(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"),
                    help="image size the network will run at")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per candidate (median kept)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads while timing (0: torch's default)")
     p.add_argument("--out", required=True, help="JSON cost table to write (use it with search --lut)")
 
 
@@ -407,7 +408,8 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
     if min(args.input_size) < 1 or args.repeats < 1:
         raise ConfigError(f"--input-size must be positive and --repeats >= 1, got {args.input_size}, {args.repeats}")
     space = SpaceConfig.from_yaml(args.config, args.overrides)
-    table = build_cost_table(space, args.input_size, args.device, latency=True, repeats=args.repeats)
+    table = build_cost_table(space, args.input_size, args.device, latency=True, repeats=args.repeats,
+                             threads=args.threads or None)
     table.save(args.out)
     lo = {m: table.derived(_extreme_arch(table, min), m) for m in ("params", "latency_ms")}
     hi = {m: table.derived(_extreme_arch(table, max), m) for m in ("params", "latency_ms")}

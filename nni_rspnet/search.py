@@ -53,6 +53,8 @@ class SearchConfig:
         latency_repeats: timed runs per candidate (the median is kept).
         lut: a cost table from ``nni-rspnet latency-table`` (default: measured at the start).
         limit_batches: batches per epoch and split (0 = all), for quick runs.
+        threads: CPU threads of the search (0 = torch's default); on a shared machine 1 can be
+            many times faster than threads spinning for busy cores.
         seed: seed of weights, architecture parameters and data order.
     """
 
@@ -77,11 +79,12 @@ class SearchConfig:
     latency_repeats: int = 5
     lut: Optional[str] = None
     limit_batches: int = 0
+    threads: int = 0
     seed: int = 0
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
-        for key in ("warmup_epochs", "stage2_warmup_epochs", "limit_batches"):
+        for key in ("warmup_epochs", "stage2_warmup_epochs", "limit_batches", "threads"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         for key in ("stage1_epochs", "stage2_epochs", "latency_repeats"):
@@ -183,6 +186,19 @@ def run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any, 
     Raises:
         ConfigError: a checkpoint of a different space, or an unreadable cost table.
     """
+    old_threads = torch.get_num_threads()
+    if search_cfg.threads:
+        torch.set_num_threads(search_cfg.threads)
+    try:
+        return _run_search(space_cfg, search_cfg, data_cfg, out_dir, device, resume, epoch_callback, progress_bar)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any, out_dir: Union[str, os.PathLike],
+                device: str, resume: bool, epoch_callback: Optional[EpochCallback],
+                progress_bar: bool) -> SearchResult:
+    """The body of ``run_search``."""
     import pytorch_lightning as pl
     from nni.retiarii.evaluator.pytorch import Lightning, Trainer
     from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperiment

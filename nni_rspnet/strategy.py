@@ -371,6 +371,18 @@ class TwoStageDarts(BaseStrategy):
 
     After ``run``, ``cell_arch`` holds the stage-1 decision, ``arch`` the full architecture (also
     ``export_top_models()[0]``) and ``probs`` the probabilities of both stages.
+
+    Example::
+
+        strategy = TwoStageDarts(warmup_epochs=1, stage1_epochs=3, stage2_epochs=3, arc_learning_rate=3e-3)
+        exp = RetiariiExperiment(RSPNetSpace(cfg), Lightning(module, Trainer(...), train_loader, val_loader),
+                                 [], strategy)
+        config = RetiariiExeConfig()
+        config.execution_engine = "oneshot"
+        exp.run(config)
+        arch = exp.export_top_models()[0]          # flat label -> choice, ready for fixed_arch(arch)
+
+    The evaluator's Trainer is a template: each stage runs on a fresh copy with its own ``max_epochs``.
     """
 
     def __init__(self, warmup_epochs: int = 1, stage1_epochs: int = 2, stage2_epochs: int = 2,

@@ -27,6 +27,15 @@ from nni_rspnet.strategy import FrozenChoice, RSPDartsModule, TwoStageDarts
 warnings.filterwarnings("ignore", category=UserWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread: on a shared 2-core machine two spinning threads are many times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 WIDTH = 8
 SIGNAL = {"macro/l1_s4/paths": 0, "macro/l2_s4/paths": 2}
 
