@@ -213,10 +213,12 @@ def cost_key(records: Sequence[TrialRecord]) -> str:
     return "latency_ms"
 
 
-def best_trial(records: Sequence[TrialRecord]) -> Optional[TrialRecord]:
-    """The succeeded trial with the highest final mIoU (the first one on ties), or None."""
+def best_trial(records: Sequence[TrialRecord], cost: str = "latency_ms") -> Optional[TrialRecord]:
+    """The succeeded trial with the highest final mIoU; on a tie the cheaper one (by ``cost``), or None."""
     done = [r for r in records if r.miou is not None and r.status in ("SUCCEEDED", "UNKNOWN")]
-    return max(done, key=lambda r: r.miou) if done else None
+    if not done:
+        return None
+    return max(done, key=lambda r: (r.miou, -(r.metric(cost) if r.metric(cost) is not None else math.inf)))
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
@@ -306,7 +308,7 @@ def make_report(ref: Union[str, os.PathLike], out_dir: Optional[Union[str, os.Pa
     key = cost_key(trials)
     scored = [r for r in trials if r.miou is not None and r.metric(key) is not None]
     front = [scored[i].id for i in pareto_front([(r.metric(key), r.miou) for r in scored])]
-    best = best_trial(trials)
+    best = best_trial(trials, key)
     best_arch = best.arch() if best is not None else None
     out = Path(out_dir) if out_dir is not None else folder / "report"
     out.mkdir(parents=True, exist_ok=True)

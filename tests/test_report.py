@@ -128,6 +128,16 @@ def test_make_report_writes_table_front_and_best_arch(tmp_path):
     assert "best trial BBBBB: mIoU 0.5500" in text and "cell:" in text and "macro:" in text
 
 
+def test_best_trial_tie_goes_to_the_cheaper(tmp_path):
+    from nni_rspnet.report import TrialRecord, best_trial
+
+    a = TrialRecord("a", 0, "SUCCEEDED", final={"default": 0.5, "latency_ms": 9.0})
+    b = TrialRecord("b", 1, "SUCCEEDED", final={"default": 0.5, "latency_ms": 4.0})
+    c = TrialRecord("c", 2, "EARLY_STOPPED", final={"default": 0.9, "latency_ms": 1.0})
+    assert best_trial([a, b, c]).id == "b"
+    assert best_trial([c]) is None
+
+
 def test_cost_axis_falls_back_to_params(tmp_path):
     folder = make_experiment(tmp_path)
     conn = sqlite3.connect(folder / "db" / "nni.sqlite")
