@@ -69,7 +69,8 @@ class BenchmarkConfig:
         quality_epochs: training epochs of every quality run (the equal budget).
         quality_searched_seeds, quality_peer_seeds: training seeds of the searched net and LR-ASPP.
         quality_random: number of random architectures (one training seed each).
-        train_threads: torch threads of the training runs.
+        train_threads: torch threads of the search and the training runs (1: on a shared machine more
+            threads spin for busy cores and run several times slower).
         demo_timeout_s: the demo's time limit.
         search_cost_rounds, search_cost_steps, search_cost_timeout_s: ``benchmarks/search_cost.py``'s
             interleaved rounds, DARTS steps per measurement, and time limit.
@@ -87,7 +88,7 @@ class BenchmarkConfig:
     data_val: int = 200
     image_size: List[int] = field(default_factory=lambda: [64, 128])
     search_epochs: List[int] = field(default_factory=lambda: [1, 2, 2])
-    search_limit_batches: int = 12
+    search_limit_batches: int = 10
     latency_size: List[int] = field(default_factory=lambda: [512, 1024])
     latency_classes: int = 19
     latency_threads: int = 2
@@ -130,14 +131,18 @@ def load_results(cfg: BenchmarkConfig) -> Dict[str, Any]:
 
 
 def store_result(cfg: BenchmarkConfig, section: str, result: Dict[str, Any]) -> None:
-    """Merges one section's result into ``results.json`` (atomically; re-read first, since sections
-    may run in separate processes)."""
-    results = load_results(cfg)
+    """Merges one section's result into ``results.json`` (atomically, under a lock, re-reading the file
+    first: sections may run in separate processes at the same time)."""
+    import fcntl
+
+    os.makedirs(cfg.out_dir, exist_ok=True)
     result = dict(result, finished=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   quick=cfg.quick)
-    results[section] = result
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    atomic_write_text(results_path(cfg), json.dumps(results, indent=1, sort_keys=True) + "\n")
+    with open(os.path.join(cfg.out_dir, ".results.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_results(cfg)
+        results[section] = result
+        atomic_write_text(results_path(cfg), json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
 def machine_info() -> Dict[str, Any]:
@@ -193,7 +198,8 @@ def _configs(cfg: BenchmarkConfig, path: str, overrides: Sequence[str] = ()):
                 crop_size=list(cfg.image_size))
     warmup, stage1, stage2 = cfg.search_epochs
     search = dict(sections["search"], warmup_epochs=warmup, stage1_epochs=stage1, stage2_epochs=stage2,
-                  limit_batches=cfg.search_limit_batches, latency_input_size=None, lut=None)
+                  limit_batches=cfg.search_limit_batches, latency_input_size=None, lut=None,
+                  threads=cfg.train_threads)
     train = dict(tiny["train"], epochs=cfg.quality_epochs, threads=cfg.train_threads,
                  warmup_epochs=min(float(tiny["train"].get("warmup_epochs", 0)), 1.0))
     return (from_mapping(SpaceConfig, sections["space"], f"{path}: space"),
