@@ -208,7 +208,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            space=space.to_dict(), arch=arch, progress=not args.no_progress,
                            max_time_s=args.max_minutes * 60 if args.max_minutes else None)
     if result["global_zero"]:
-        print(f"trained {result['epochs']} epochs in {result['seconds']:.1f} s: val mIoU {result['val_miou']:.4f}")
+        if result["resumed_after_epoch"] is not None:
+            print(f"resumed from {args.out}/last.ckpt after epoch {result['resumed_after_epoch']}")
+        where = f" on {result['world_size']} processes ({result['backend']})" if result["world_size"] > 1 else ""
+        print(f"trained {result['epochs']} epochs{where} in {result['seconds']:.1f} s: "
+              f"val mIoU {result['val_miou']:.4f}")
         print(f"model written to {result['model_path']}")
     return 0
 

@@ -424,7 +424,8 @@ def train_network(net: nn.Module, data_cfg, train_cfg: TrainConfig, out_dir: str
         max_time_s: stop after this many seconds (Lightning ``max_time``), e.g. for benchmarks.
 
     Returns:
-        ``{"val_miou", "epochs", "seconds", "model_path", "history"}``.
+        ``{"val_miou", "epochs", "seconds", "model_path", "history", "global_zero", "resumed_after_epoch",
+        "world_size", "backend"}`` (``resumed_after_epoch``: epochs the resumed checkpoint had finished).
     """
     from .data import build_datasets, build_loaders
 
@@ -455,6 +456,9 @@ def train_network(net: nn.Module, data_cfg, train_cfg: TrainConfig, out_dir: str
         max_time={"seconds": int(max_time_s)} if max_time_s else None)
     last = os.path.join(out_dir, "last.ckpt")
     ckpt_path = last if resume and os.path.isfile(last) else None
+    resumed_after = None
+    if ckpt_path is not None:  # read here only to report it; Lightning restores the states itself
+        resumed_after = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"]) + 1
     start = time.time()
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     seconds = time.time() - start
@@ -462,7 +466,9 @@ def train_network(net: nn.Module, data_cfg, train_cfg: TrainConfig, out_dir: str
         module.last_val_miou = history.rows[-1]["val_miou"]
     result = {"val_miou": module.last_val_miou, "epochs": int(trainer.current_epoch), "seconds": seconds,
               "model_path": os.path.join(out_dir, "model.pt"), "history": history.rows,
-              "global_zero": trainer.is_global_zero}
+              "global_zero": trainer.is_global_zero, "resumed_after_epoch": resumed_after,
+              "world_size": trainer.world_size,
+              "backend": getattr(trainer.strategy, "process_group_backend", None) if trainer.world_size > 1 else None}
     if trainer.is_global_zero:
         from .deploy import save_model
 

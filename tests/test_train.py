@@ -225,7 +225,7 @@ def test_resume_after_sigkill_continues_from_last_epoch(tmp_path):
     resumed = _cli(args + ["--resume"])
     log = resumed.communicate(timeout=400)[0]
     assert resumed.returncode == 0, log[-3000:]
-    assert "Restored all states from the checkpoint" in log
+    assert f"resumed from {out}/last.ckpt after epoch {done}" in log
     after = _history(out)
     assert [r["epoch"] for r in after] == list(range(6))
     # The epochs in the checkpoint were not run again: their rows are the ones written before the kill.
@@ -246,7 +246,7 @@ def test_ddp_two_processes_on_cpu_matches_single_process(tmp_path):
                          "--set=data.batch_size=4", "--set=data.val_batch_size=4"])
     log2 = ddp.communicate(timeout=500)[0]
     assert ddp.returncode == 0, log2[-3000:]
-    assert "distributed_backend=gloo" in log2 and "MEMBER: 2/2" in log2
+    assert "on 2 processes (gloo)" in log2
     m1 = _history(str(tmp_path / "single"))[-1]["val_miou"]
     m2 = _history(str(tmp_path / "ddp"))[-1]["val_miou"]
     print(f"val mIoU after 2 epochs: single process {m1:.4f}, 2-process DDP {m2:.4f}")
