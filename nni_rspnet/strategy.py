@@ -526,4 +526,4 @@ def _stage_trainer(template: pl.Trainer, max_epochs: int, callback: pl.Callback)
     callbacks = list(kwargs.get("callbacks") or [])
     kwargs.update(max_epochs=max_epochs, max_steps=-1, callbacks=callbacks + [callback], num_sanity_val_steps=0,
                   check_val_every_n_epoch=1)
-    return pl.Trainer(**kwargs)
+    return pl.Trainer(*list(getattr(template, "trace_args", []) or []), **kwargs)
