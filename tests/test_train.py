@@ -255,3 +255,32 @@ def test_ddp_two_processes_on_cpu_matches_single_process(tmp_path):
     net = load_model(str(tmp_path / "ddp" / "model.pt"))
     _, val, classes = build_datasets(DataConfig(**dict(DATA, augment=False)))
     assert evaluate_network(net, val, classes, progress=False)["miou"] == pytest.approx(m2, abs=1e-6)
+
+
+def test_cli_evaluate_on_a_cityscapes_tree(tmp_path, capsys):
+    """evaluate reads a Cityscapes layout, writes the IoU table and Cityscapes-coloured predictions,
+    and refuses a model whose class count does not fit the dataset."""
+    from test_data import make_cityscapes
+
+    from nni_rspnet.cli import main
+    from nni_rspnet.deploy import save_model
+
+    root = make_cityscapes(str(tmp_path / "cs"))
+    space = SpaceConfig.from_yaml(TINY_YAML, TINY + ["space.num_classes=19"])
+    arch = random_arch(space, 0)
+    model = str(tmp_path / "model.pt")
+    save_model(build_network(space, arch).eval(), model, space.to_dict(), arch,
+               {"classes": [f"c{i}" for i in range(19)], "dataset": f"cityscapes:{root}"})
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", model, "--data", f"cityscapes:{root}", "--out", str(out), "--flip",
+            "--config", TINY_YAML]
+    assert main(args) == 0
+    assert "| road |" in capsys.readouterr().out and (out / "iou.md").is_file()
+    with open(out / "iou.json") as f:
+        report = json.load(f)
+    assert report["flip"] and set(v for v in report["per_class"].values() if v is not None)  # road and car
+    # Wall is absent from the ground truth: its IoU is 0 if predicted, else left out (None).
+    assert report["per_class"]["wall"] in (None, 0.0)
+    assert (out / "predictions" / "0000.png").is_file()
+    assert main(args[:-2] + ["--config", TINY_YAML, "--data", "builtin"]) == 2  # 19-class model, 11-class data
+    assert "19 classes" in capsys.readouterr().err
