@@ -169,7 +169,10 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     miou = trained["val_miou"]
     if miou is None:
         raise RuntimeError(f"{out / 'train'}: retraining ran no validation epoch (train.epochs = {train_cfg.epochs})")
-    net = net.cpu().eval()
+    # The weights that were validated (the EMA copy when train.ema_decay > 0), as train_network saved them.
+    from .deploy import load_model
+
+    net = load_model(trained["model_path"], device="cpu")
     size = data_cfg.crop_size or data_cfg.image_size
     cost = measure_cost(net, size, space_cfg.in_channels, device="cpu", repeats=5)
     _export(net, arch, space_cfg, probs, trained, out)
