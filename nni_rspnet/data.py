@@ -103,8 +103,7 @@ class DataConfig:
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
-        kind, _ = parse_dataset_spec(self.dataset)
-        del kind
+        parse_dataset_spec(self.dataset)  # raises ValueError naming a bad spec
         for key in ("num_train", "num_val", "batch_size", "val_batch_size", "max_digits"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
