@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
 
-from .arch import atomic_write_text, save_arch, validate
+from .arch import atomic_write_text, build_network, save_arch, validate
 from .config import ConfigError, from_mapping, load_section
 from .space import SpaceConfig
 
@@ -232,9 +232,11 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any,
     input_size = list(search_cfg.latency_input_size or data_cfg.image_size)
     if search_cfg.target is not None:
         metric, target = search_cfg.target
-        if search_cfg.lut:
+        saved_table = os.path.join(out, "cost_table.json")
+        source = search_cfg.lut or (saved_table if state is not None and os.path.exists(saved_table) else None)
+        if source:  # a given table, or on resume the one measured at the start (same penalty after it)
             try:
-                table = CostTable.load(search_cfg.lut)
+                table = CostTable.load(source)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
         else:
@@ -287,8 +289,6 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any,
     _write_json(os.path.join(out, "cell.json"), cell)
     probs = {k: float(v) for k, v in strategy.probs.items()}
     _write_json(os.path.join(out, "probs.json"), probs)
-
-    from .arch import build_network
 
     net = build_network(space_cfg, arch)
     cost = measure_cost(net, input_size, space_cfg.in_channels, search_cfg.latency_device or device,
