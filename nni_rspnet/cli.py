@@ -474,6 +474,7 @@ def _args_benchmark(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-rounds", type=int, default=None, help="interleaved timing rounds")
     p.add_argument("--search-cost-md", default=None, metavar="PATH",
                    help="read the search-cost tables from this output of benchmarks/search_cost.py, not re-run it")
+    p.add_argument("--render-only", action="store_true", help="rewrite the page from the stored results, run nothing")
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -490,6 +491,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.latency_rounds is not None:
         cfg = replace(cfg, latency_rounds=args.latency_rounds)
     sections = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else list(SECTIONS)
+    if args.render_only:
+        sections = []
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         raise ConfigError(f"--only: unknown section(s) {unknown}; expected some of {list(SECTIONS)}")
