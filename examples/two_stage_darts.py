@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     data_cfg = load_section(DataConfig, args.config, "data", args.overrides)
     search = load_section(SearchConfig, args.config, "search", args.overrides)
     torch.manual_seed(search.seed)
+    if search.threads:
+        torch.set_num_threads(search.threads)
 
     train_set, val_set, _ = build_datasets(data_cfg)  # disjoint splits: weights on train, alphas on val
     train_loader, val_loader = build_loaders(data_cfg, train_set, val_set)

@@ -24,6 +24,15 @@ SPACE_SETS = ["space.resolutions=[4,8]", "space.channels=[8,16]", "space.layers=
 DATA_SETS = ["data.batch_size=8", "data.val_batch_size=8"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks on a shared machine: one torch thread is many times faster (restored afterwards)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _sets(items):
     return [a for s in items for a in ("--set", s)]
 
@@ -72,7 +81,8 @@ def test_multi_trial_example(tmp_path, strategy):
            "--num-train", "16", "--num-val", "8", "--image-size", "32", "64", "--out", str(tmp_path),
            *_sets(SPACE_SETS + DATA_SETS)]
     try:
-        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=420)
+        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=420,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # inherited by every trial
     finally:
         left = _kill_experiments(tmp_path / "nni-experiments")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -24,6 +24,15 @@ TRAIN = {"epochs": 2, "lr": 0.05}
 SEARCH = {"warmup_epochs": 0, "stage1_epochs": 2, "stage2_epochs": 1, "limit_batches": 1}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks on a shared machine: one torch thread is many times faster (restored afterwards)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def config_file(tmp_path) -> str:
     path = tmp_path / "trial.yaml"
@@ -97,7 +106,6 @@ def test_standalone_arch_trial(config_file, tmp_path, reported, capsys):
     assert (out / "arch.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow
 def test_cell_stage_trial_searches_and_reports_cell_epochs(config_file, tmp_path, reported):
     out = tmp_path / "cell"
     final = run_trial("cell", config_file, sample={"search.arc_lr": 0.01}, out_dir=str(out),
