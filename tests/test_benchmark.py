@@ -148,6 +148,9 @@ def test_cli_rejects_unknown_section(tmp_path, capsys):
     assert main(["benchmark", "--only", "latency,speed", "--out", str(tmp_path)]) == 2
     assert "speed" in capsys.readouterr().err
     assert set(SECTIONS) >= {"search", "search_cost", "latency", "quality", "demo", "gpu"}
+    page = tmp_path / "B.md"
+    assert main(["benchmark", "--render-only", "--out", str(tmp_path), "--markdown", str(page)]) == 0
+    assert page.read_text().count("Not run yet.") == len(SECTIONS)
 
 
 @pytest.mark.slow
