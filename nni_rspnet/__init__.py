@@ -7,7 +7,12 @@ patch_torchvision()  # before Lightning, torchmetrics or nni.retiarii import tor
 from .arch import build_network, describe, load_arch, random_arch, save_arch, validate  # noqa: E402
 from .space import RSPNet, RSPNetSpace, SpaceConfig  # noqa: E402
 from .strategy import TwoStageDarts  # noqa: E402
+from .data import DataConfig, build_datasets  # noqa: E402
+from .search import SearchConfig, run_search  # noqa: E402
+from .train import SegmentationModule, TrainConfig, train_network  # noqa: E402
+from .deploy import export_onnx, export_torchscript, load_model  # noqa: E402
 
 __all__ = ["SpaceConfig", "RSPNet", "RSPNetSpace", "load_arch", "save_arch", "validate", "build_network",
-           "random_arch", "describe", "TwoStageDarts"]
+           "random_arch", "describe", "TwoStageDarts", "DataConfig", "build_datasets", "SearchConfig", "run_search",
+           "SegmentationModule", "TrainConfig", "train_network", "export_onnx", "export_torchscript", "load_model"]
 __version__ = "0.1.0"
