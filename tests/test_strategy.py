@@ -5,8 +5,6 @@ expected failures: they show that each check fails on the stock behaviour and pa
 """
 from __future__ import annotations
 
-import warnings
-
 import nni
 import pytest
 import pytorch_lightning as pl
@@ -24,8 +22,7 @@ from nni_rspnet.choices import FixedInputs, PathChoice
 from nni_rspnet.path_attention import PathAttention
 from nni_rspnet.strategy import FrozenChoice, RSPDartsModule, TwoStageDarts
 
-warnings.filterwarnings("ignore", category=UserWarning)
-warnings.filterwarnings("ignore", category=DeprecationWarning)
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 @pytest.fixture(autouse=True)
 def one_thread():
