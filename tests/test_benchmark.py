@@ -91,6 +91,10 @@ def test_results_merge_across_runs_and_goals(tmp_path):
     page = render_page(results, machine_info(), cfg)
     assert "0.5100 ± 0.0141 (2 seeds)" in page and statistics.mean([0.5, 0.52]) == pytest.approx(0.51)
     assert "## Search cost\n\nNot run yet." in page
+    for row in results["quality"]["rows"]:  # nobody past the all-background level: no verdict
+        row["val_miou"] = 0.0795
+    miou = next(r for r in goals(results) if r[0].startswith("searched"))
+    assert miou[2].startswith("**inconclusive**")
 
 
 def test_parse_markdown_tables():
