@@ -295,7 +295,7 @@ def _run_search_cost_script(cfg: BenchmarkConfig, device: str, args: Sequence[st
         log(f"[search_cost] failed (status {proc.returncode}): {' / '.join(tail)}")
         return {"measured": False, "why": f"benchmarks/search_cost.py failed (status {proc.returncode})",
                 "tail": tail}
-    return dict(_read_search_cost_markdown(out), measured=True, device=device, command=shown)
+    return dict(_read_search_cost_markdown(out), measured=True, device=device, command=f"`{shown}`")
 
 
 def _read_search_cost_markdown(path: str) -> Dict[str, Any]:
@@ -324,7 +324,7 @@ def run_search_cost_section(cfg: BenchmarkConfig, device: str = "cpu",
         log(f"[search_cost] reading {cfg.search_cost_markdown}")
         written = _dt.datetime.fromtimestamp(os.path.getmtime(cfg.search_cost_markdown), _dt.timezone.utc)
         return dict(_read_search_cost_markdown(cfg.search_cost_markdown), measured=True, device=device,
-                    command=f"python benchmarks/search_cost.py (output {cfg.search_cost_markdown}, "
+                    command=f"`python benchmarks/search_cost.py` (its output `{cfg.search_cost_markdown}`, "
                             f"written {written:%Y-%m-%d %H:%M} UTC)")
     args = (["--rounds", "1", "--steps", "2", "--input-size", "32", "64", "--batch", "2"] if cfg.quick else
             ["--rounds", str(cfg.search_cost_rounds), "--steps", str(cfg.search_cost_steps)])
@@ -661,7 +661,7 @@ def render_search_cost(r: Dict[str, Any]) -> str:
     body = r["markdown"].strip()
     if body.startswith("# "):  # the script's title becomes a sentence under this page's heading
         first, _, rest = body.partition("\n")
-        body = f"Measured by `{r['command']}`: {first[2:]}.\n{rest}"
+        body = f"Measured by {r['command']}: {first[2:]}.\n{rest}"
     return body
 
 
@@ -731,8 +731,8 @@ TITLES = {"search": "The search behind \"the found network\"", "search_cost": "S
 def render_section(section: str, result: Dict[str, Any], results: Optional[Dict[str, Any]] = None) -> str:
     """One section as markdown (a heading, what was run, the table)."""
     text = RENDERERS[section](result)
-    stamp = f"_Run {result.get('finished', '?')}{' (quick mode)' if result.get('quick') else ''}, " \
-            f"{result.get('section_seconds', 0) / 60:.1f} min._"
+    took = f", {result['section_seconds'] / 60:.1f} min" if result.get("section_seconds") else ""
+    stamp = f"_Run {result.get('finished', '?')}{' (quick mode)' if result.get('quick') else ''}{took}._"
     return f"## {TITLES[section]}\n\n{stamp}\n\n{text}\n"
 
 
@@ -873,8 +873,8 @@ def _note_latency(r: Dict[str, Any], results: Dict[str, Any]) -> str:
         mac_ratio = found["macs"] / lraspp["macs"]
         parts.append(f"\"found (tiny)\" does {mac_ratio:.2f}x LR-ASPP's MACs but takes {found['round_ratio']:.2f}x its "
                      "time: MACs do not predict CPU latency here. A likely cause (not profiled): the tiny space "
-                     "runs its cells on 1/4-resolution maps (128x256 at this input) with 8 to 16 channels per RSP "
-                     "half, where many small depthwise, pooling, split/concat and resampling ops are bound by "
+                     "runs its cells on 1/4-resolution maps (128x256 at this input) whose 16 channels RSP splits "
+                     "into cells of 8 and 4 channels, where many small depthwise, pooling, split/concat and resampling ops are bound by "
                      "memory traffic and per-op overhead rather than arithmetic. The search's latency penalty "
                      "(`search.target_latency_ms` with a table from `nni-rspnet latency-table`) measures latency "
                      "directly and is the tool for this goal; it was not used in this run.")
@@ -914,8 +914,8 @@ def _note_quality(r: Dict[str, Any], results: Dict[str, Any]) -> str:
                      "A longer search (the demo's, or `nni-rspnet search` with all batches) is the fair test of "
                      "the +1 point goal; it did not fit this session's shared CPU.")
     if not r.get("complete", True):
-        parts.append(f"**Incomplete:** {len(r['rows'])} of {r.get('planned', '?')} planned runs finished before the "
-                     "session's time ran out.")
+        parts.append(f"**Incomplete:** {len(r['rows'])} of {r.get('planned', '?')} planned runs had finished when this "
+                     "page was written.")
     return "\n\n".join(parts)
 
 
