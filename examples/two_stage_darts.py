@@ -27,7 +27,7 @@ from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperimen
 from nni_rspnet import RSPNetSpace, SpaceConfig, build_network, describe, save_arch
 from nni_rspnet.config import load_section
 from nni_rspnet.data import DataConfig, build_datasets, build_loaders
-from nni_rspnet.search import SearchConfig
+from nni_rspnet.search import SearchConfig, split_for_search
 from nni_rspnet.strategy import TwoStageDarts
 from nni_rspnet.train import SegmentationModule
 
@@ -51,8 +51,9 @@ def main(argv=None) -> int:
     if search.threads:
         torch.set_num_threads(search.threads)
 
-    train_set, val_set, _ = build_datasets(data_cfg)  # disjoint splits: weights on train, alphas on val
-    train_loader, val_loader = build_loaders(data_cfg, train_set, val_set)
+    train_set, _, _ = build_datasets(data_cfg)  # the val split stays held out for evaluating the result
+    weights_set, arch_set = split_for_search(train_set, search.arch_fraction, search.seed)  # disjoint halves
+    train_loader, val_loader = build_loaders(data_cfg, weights_set, arch_set)  # weights / architecture
     limit = search.limit_batches or None
     trainer = Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, limit_train_batches=limit,

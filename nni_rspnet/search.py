@@ -53,6 +53,9 @@ class SearchConfig:
         latency_repeats: timed runs per candidate (the median is kept).
         lut: a cost table from ``nni-rspnet latency-table`` (default: measured at the start).
         limit_batches: batches per epoch and split (0 = all), for quick runs.
+        arch_fraction: share of the data's *train* split that trains the architecture parameters (and
+            gives the supernet's per-epoch validation mIoU); the rest trains the weights. The data's
+            val split is never seen by the search, so the found network is evaluated on held-out data.
         threads: CPU threads of the search (0 = torch's default); on a shared machine 1 can be
             many times faster than threads spinning for busy cores.
         seed: seed of weights, architecture parameters and data order.
@@ -79,6 +82,7 @@ class SearchConfig:
     latency_repeats: int = 5
     lut: Optional[str] = None
     limit_batches: int = 0
+    arch_fraction: float = 0.5
     threads: int = 0
     seed: int = 0
 
@@ -90,6 +94,8 @@ class SearchConfig:
         for key in ("stage1_epochs", "stage2_epochs", "latency_repeats"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 < self.arch_fraction < 1:
+            raise ValueError(f"arch_fraction must be in (0, 1), got {self.arch_fraction}")
         for key in ("lr", "arc_lr", "tau_init", "tau_min", "lambda_init"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
@@ -166,6 +172,23 @@ def _write_json(path: str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def split_for_search(dataset: Any, arch_fraction: float, seed: int) -> tuple:
+    """Two disjoint random subsets of ``dataset``: ``(weights part, architecture part)``.
+
+    Raises:
+        ConfigError: when either part would be empty.
+    """
+    from torch.utils.data import Subset
+
+    n = len(dataset)
+    n_arch = int(round(n * arch_fraction))
+    if not 0 < n_arch < n:
+        raise ConfigError(f"search.arch_fraction={arch_fraction} leaves an empty part of the {n} training "
+                          f"images; use more images or a fraction nearer 0.5")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(dataset, sorted(order[n_arch:])), Subset(dataset, sorted(order[:n_arch]))
+
+
 def run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any, out_dir: Union[str, os.PathLike],
                device: str = "cpu", resume: bool = False, epoch_callback: Optional[EpochCallback] = None,
                progress_bar: bool = False) -> SearchResult:
@@ -174,8 +197,9 @@ def run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any, 
     Args:
         space_cfg: the search space.
         search_cfg: the search settings.
-        data_cfg: a ``data.DataConfig``; its train split trains the weights, its val split the
-            architecture parameters and the per-epoch validation mIoU (the two are disjoint).
+        data_cfg: a ``data.DataConfig``; its train split is cut in two disjoint parts (see
+            ``SearchConfig.arch_fraction``): one trains the weights, the other the architecture
+            parameters and gives the per-epoch validation mIoU. Its val split is not used.
         out_dir: output folder (created).
         device: ``"cpu"`` or an accelerator such as ``"cuda"``.
         resume: continue from ``out_dir/checkpoint.pt`` when it exists (finished stages are skipped).
@@ -224,8 +248,9 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any,
                 {"space": space_cfg.to_dict(), "search": search_cfg.to_dict(), "data": data_cfg.to_dict()})
 
     pl.seed_everything(search_cfg.seed, workers=True)
-    train_set, val_set, _ = build_datasets(data_cfg)
-    train_loader, val_loader = build_loaders(data_cfg, train_set, val_set, shuffle=True)
+    train_set, _, _ = build_datasets(data_cfg)  # the val split stays held out for the final evaluation
+    weights_set, arch_set = split_for_search(train_set, search_cfg.arch_fraction, search_cfg.seed)
+    train_loader, val_loader = build_loaders(data_cfg, weights_set, arch_set, shuffle=True)
 
     penalty = None
     table = None

@@ -26,7 +26,7 @@ TINY = os.path.join(ROOT, "search_spaces", "tiny.yaml")
 OVERRIDES = [
     "space.layers=3", "space.resolutions=[4,8]", "space.channels=[8,16]", "space.cell_nodes=2", "space.rsp_depth=1",
     "space.ops=[skip_connect,conv_3x3,sep_conv_3x3]",
-    "data.num_train=32", "data.num_val=16", "data.image_size=[32,64]", "data.crop_size=[32,64]",
+    "data.num_train=48", "data.num_val=16", "data.image_size=[32,64]", "data.crop_size=[32,64]",
     "data.batch_size=8", "data.val_batch_size=8",
     "search.warmup_epochs=1", "search.stage1_epochs=1", "search.stage2_epochs=1", "search.arc_lr=0.1",
     "search.lambda_init=1.0", "search.lambda_rate=0.5",
