@@ -17,6 +17,18 @@ SPACE_YAMLS = sorted(os.path.join(ROOT, "search_spaces", f) for f in os.listdir(
                      if f.endswith(".yaml"))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test runs torch on one thread (restored afterwards): the networks here are tiny, and on a
+    shared 2-core machine threads spinning for busy cores made tests many times slower."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def tiny_cfg() -> SpaceConfig:
     """A very small space: 3 layers over 1/4 and 1/8, 2-node cells, 3 ops, skip paths on."""

@@ -24,13 +24,6 @@ SPACE_SETS = ["space.resolutions=[4,8]", "space.channels=[8,16]", "space.layers=
 DATA_SETS = ["data.batch_size=8", "data.val_batch_size=8"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks on a shared machine: one torch thread is many times faster (restored afterwards)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _sets(items):

@@ -40,13 +40,6 @@ TRIAL_SETS = [f"space.{k}={json.dumps(v).replace(' ', '')}" for k, v in SMALL_SP
     "data.batch_size=8", "data.val_batch_size=8", "train.epochs=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks on a shared machine: one torch thread is many times faster (restored afterwards)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def nni_env(home: Path) -> dict:

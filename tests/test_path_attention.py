@@ -14,13 +14,6 @@ from nni_rspnet.path_attention import PathAttention, mean_attention, path_widths
 from nni_rspnet.space import RSPNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine two spinning threads are many times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def make(n=3, k=1, channels=4, beta=None):

@@ -33,13 +33,6 @@ OVERRIDES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine two spinning threads are many times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def configs(*extra: str):

@@ -24,13 +24,6 @@ from nni_rspnet.strategy import FrozenChoice, RSPDartsModule, TwoStageDarts
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine two spinning threads are many times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 WIDTH = 8

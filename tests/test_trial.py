@@ -24,13 +24,6 @@ TRAIN = {"epochs": 2, "lr": 0.05}
 SEARCH = {"warmup_epochs": 0, "stage1_epochs": 2, "stage2_epochs": 1, "limit_batches": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks on a shared machine: one torch thread is many times faster (restored afterwards)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture
