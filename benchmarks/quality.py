@@ -24,14 +24,27 @@ def main(argv=None) -> int:
     p.add_argument("--peer-seeds", type=int, default=1)
     p.add_argument("--num-train", type=int, default=1000)
     p.add_argument("--num-val", type=int, default=200)
+    p.add_argument("--image-size", type=int, nargs=2, default=[64, 128], metavar=("H", "W"))
+    p.add_argument("--train", dest="train", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a train-section value for every run, e.g. --train optimizer=adamw (repeatable)")
     args = p.parse_args(argv)
 
     import nni_rspnet  # noqa: F401  (patches torchvision)
+    import yaml
+
     from nni_rspnet.benchmark import BenchmarkConfig, run_benchmark
+
+    train = {}
+    for item in args.train:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--train {item!r}: expected KEY=VALUE")
+        train[key] = yaml.safe_load(value)
 
     cfg = replace(BenchmarkConfig(out_dir=args.out, markdown=args.markdown), quality_epochs=args.epochs,
                   quality_random=args.random, quality_searched_seeds=args.searched_seeds,
-                  quality_peer_seeds=args.peer_seeds, data_train=args.num_train, data_val=args.num_val)
+                  quality_peer_seeds=args.peer_seeds, data_train=args.num_train, data_val=args.num_val,
+                  image_size=list(args.image_size), train_overrides=train)
     run_benchmark(cfg, ["quality"])
     return 0
 

@@ -77,6 +77,7 @@ class BenchmarkConfig:
         search_cost_markdown: read the CPU search-cost tables from this earlier output of
             ``benchmarks/search_cost.py`` instead of running it again.
         gpu_size: ``[H, W]`` of the GPU latency table.
+        train_overrides: ``train`` section keys to change for the quality runs (e.g. ``optimizer``).
         quick: smoke-test sizes (set by ``quick()``; recorded in the results).
     """
 
@@ -105,6 +106,7 @@ class BenchmarkConfig:
     search_cost_timeout_s: float = 1500.0
     search_cost_markdown: Optional[str] = None
     gpu_size: List[int] = field(default_factory=lambda: [1024, 2048])
+    train_overrides: Dict[str, Any] = field(default_factory=dict)
     quick: bool = False
 
     def quick_version(self) -> "BenchmarkConfig":
@@ -202,6 +204,7 @@ def _configs(cfg: BenchmarkConfig, path: str, overrides: Sequence[str] = ()):
                   threads=cfg.train_threads)
     train = dict(tiny["train"], epochs=cfg.quality_epochs, threads=cfg.train_threads,
                  warmup_epochs=min(float(tiny["train"].get("warmup_epochs", 0)), 1.0))
+    train.update(cfg.train_overrides)
     return (from_mapping(SpaceConfig, sections["space"], f"{path}: space"),
             from_mapping(SearchConfig, search, f"{path}: search"),
             from_mapping(DataConfig, data, "benchmark data"),
@@ -495,6 +498,7 @@ def run_quality_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print
     rows: List[Dict[str, Any]] = []
     info = {"epochs": cfg.quality_epochs, "num_train": data.num_train, "num_val": data.num_val,
             "image_size": list(data.image_size), "optimizer": train.optimizer, "lr": train.lr,
+            "weight_decay": train.weight_decay,
             "batch_size": data.batch_size, "threads": cfg.train_threads, "planned": len(plan)}
     for i, (kind, name, seed, make, arch) in enumerate(plan):
         torch.manual_seed(seed)
@@ -901,10 +905,10 @@ def _note_quality(r: Dict[str, Any], results: Dict[str, Any]) -> str:
                      "other sections on the shared CPU) no network got past the all-background level (about 0.08 "
                      "mIoU: background is about 87 % of the pixels): the mIoU columns cannot rank these networks "
                      "and the +1 point goal is untested, not failed. Validation loss and pixel accuracy still move "
-                     "and are given as weaker signals. For scale: `benchmarks/train_builtin.py` (a random tiny "
-                     "architecture, 2000 images, this recipe: SGD lr 0.05 from `tiny.yaml`) reached only 0.096 "
-                     "mIoU after 6 epochs (15 min) on this machine; a meaningful comparison needs tens of CPU "
-                     "minutes per network.")
+                     "and are given as weaker signals."
+                     + (" For scale: `benchmarks/train_builtin.py` (a random tiny architecture, 2000 images, this "
+                        "recipe: SGD lr 0.05 from `tiny.yaml`) reached only 0.096 mIoU after 6 epochs (15 min) on "
+                        "this machine." if r.get("optimizer") == "sgd" else ""))
     # 11 classes, background ~ 87 % of pixels: predicting background everywhere scores about 0.08 mIoU
     if search and search.get("val_miou_supernet") is not None and search["val_miou_supernet"] < 0.1:
         parts.append(f"The search behind \"searched\" ended with a supernet validation mIoU of "
