@@ -705,7 +705,19 @@ def render_quality(r: Dict[str, Any]) -> str:
 def render_demo(r: Dict[str, Any]) -> str:
     if not r.get("measured"):
         return f"Not measured: {r.get('why')}."
-    state = "finished" if r.get("ok") else f"FAILED ({r.get('why') or 'exit ' + str(r.get('returncode'))})"
+    rc = r.get("returncode")
+    if r.get("ok"):
+        state = "finished"
+    elif r.get("why"):
+        state = f"not finished: {r['why']}"
+    elif rc is not None and rc < 0:
+        last = next((line.split("\r")[-1].strip() for line in reversed(r.get("tail", [])) if "it/s" in line
+                     or "s/it" in line), "")
+        last = last[: last.rfind("]") + 1] if "]" in last else last  # a progress bar, without what followed
+        state = f"not finished: stopped by signal {-rc} from outside" + (f"; last progress `{last[:90]}`" if last
+                                                                           else "")
+    else:
+        state = f"FAILED (exit status {rc})"
     return _table(["command", "wall time", "result"], [[f"`{r['command']}`", f"{r['seconds'] / 60:.1f} min", state]])
 
 
