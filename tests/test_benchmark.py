@@ -169,3 +169,14 @@ def test_quick_search_section_finds_the_network(tmp_path):
         arch = json.load(f)
     assert any(k.startswith("cell/") for k in arch) and any(k.startswith("macro/") for k in arch)
     assert f"{run['params']:,}" in page
+
+
+def test_demo_row_says_how_the_demo_ended():
+    from nni_rspnet.benchmark import render_demo
+
+    base = {"measured": True, "seconds": 90.0, "command": "nni-rspnet demo --out x"}
+    assert "| 1.5 min | finished |" in render_demo(dict(base, ok=True, returncode=0))
+    killed = render_demo(dict(base, ok=False, returncode=-15, tail=["Epoch 0:  5%| 4/85 [00:09<03:02, 2.2s/it]Global"]))
+    assert "stopped by signal 15" in killed and "4/85 [00:09<03:02, 2.2s/it]`" in killed
+    assert "FAILED (exit status 1)" in render_demo(dict(base, ok=False, returncode=1))
+    assert "Not measured" in render_demo({"measured": False, "why": "no demo"})
