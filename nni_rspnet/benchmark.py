@@ -916,8 +916,10 @@ def _note_quality(r: Dict[str, Any], results: Dict[str, Any]) -> str:
         parts.append(f"At this budget ({r['epochs']} epochs of {r['num_train']} images, what fitted next to the "
                      "other sections on the shared CPU) no network got past the all-background level (about 0.08 "
                      "mIoU: background is about 87 % of the pixels): the mIoU columns cannot rank these networks "
-                     "and the +1 point goal is untested, not failed. Validation loss and pixel accuracy still move "
-                     "and are given as weaker signals."
+                     "and the +1 point goal is untested, not failed. Validation loss still differs between networks "
+                     "and is the only (weak) signal here"
+                     + ("; pixel accuracy is the same for all, the share of background pixels."
+                        if len({round(x.get("pixel_accuracy") or 0, 4) for x in r["rows"]}) == 1 else ".")
                      + (" For scale: `benchmarks/train_builtin.py` (a random tiny architecture, 2000 images, this "
                         "recipe: SGD lr 0.05 from `tiny.yaml`) reached only 0.096 mIoU after 6 epochs (15 min) on "
                         "this machine." if r.get("optimizer") == "sgd" else ""))
