@@ -12,13 +12,15 @@ import os
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
-# Sizes that keep the full demo within ~10 minutes on 2 CPU cores, and a --fast variant for tests.
+# Sizes that keep the full demo within ~10 minutes on 2 CPU cores, and a --fast variant for tests. One
+# torch thread: with any other load on the machine, two threads spinning for busy cores ran many times
+# slower (seen on the shared development machines), and one thread costs little on a quiet laptop.
 DEMO_PRESETS: Dict[bool, List[str]] = {
     False: ["data.image_size=[32, 64]", "data.crop_size=[32, 64]", "data.num_train=800", "data.num_val=200",
             "data.batch_size=16", "data.val_batch_size=32",
-            "search.warmup_epochs=1", "search.stage1_epochs=2", "search.stage2_epochs=2", "search.limit_batches=20",
+            "search.warmup_epochs=1", "search.stage1_epochs=2", "search.stage2_epochs=2", "search.limit_batches=10",
             "train.epochs=15", "train.warmup_epochs=1", "train.optimizer=adamw", "train.lr=0.003",
-            "train.weight_decay=0.0001"],
+            "train.weight_decay=0.0001", "search.threads=1", "train.threads=1"],
     True: ["space.layers=2", "space.channels=[8, 16, 16]", "space.resolutions=[4, 8, 16]", "space.cell_nodes=2",
            "space.ops=[skip_connect, sep_conv_3x3, zoomed_conv]", "space.stem_channels=8", "space.head_channels=8",
            "data.num_train=48", "data.num_val=16", "data.image_size=[32, 64]", "data.crop_size=[32, 64]",
