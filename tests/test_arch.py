@@ -66,10 +66,11 @@ def test_torchscript_round_trip_and_runs_without_nni(tiny_cfg, tmp_path):
         "import sys; sys.modules['nni'] = None\n"
         "try:\n    import nni\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('nni importable')\n"
         "import torch\n"
+        "torch.set_num_threads(1)\n"  # as in this process (conftest), so the float sums run in the same order
         f"m = torch.jit.load({str(path)!r})\n"
         f"x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)\n"
         f"y = torch.load({str(tmp_path / 'y.pt')!r}, weights_only=True)\n"
-        "assert torch.equal(m(x), y)\n"
+        "assert (m(x) - y).abs().max().item() <= 1e-6, (m(x) - y).abs().max().item()\n"
         "print('ok', tuple(m(x).shape), 'nni' in sys.modules and sys.modules['nni'] is not None)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
