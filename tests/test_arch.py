@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -84,6 +85,9 @@ def test_save_load_round_trip_and_fixed_arch(tiny_cfg, tmp_path):
     save_arch(arch, path, tiny_cfg)
     assert load_arch(path, tiny_cfg) == arch
     assert not list(path.parent.glob(".tmp-*"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     with fixed_arch(str(path), verbose=False):  # NNI's own loader reads the same file
         net = RSPNet(tiny_cfg)
     assert count_params(net) == count_params(build_network(tiny_cfg, path))
