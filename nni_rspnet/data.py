@@ -691,6 +691,7 @@ def save_preview(dataset: SegDataset, path: str, count: int = 8, mean: Sequence[
         present = [dataset.classes[c] for c in np.unique(mask.numpy()) if c < dataset.num_classes and c > 0]
         axes[i][1].set_title(", ".join(present)[:60], fontsize=7)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
