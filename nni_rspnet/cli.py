@@ -415,8 +415,8 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
     table = build_cost_table(space, args.input_size, args.device, latency=True, repeats=args.repeats,
                              threads=args.threads or None)
     table.save(args.out)
-    lo = {m: table.derived(_extreme_arch(table, min), m) for m in ("params", "latency_ms")}
-    hi = {m: table.derived(_extreme_arch(table, max), m) for m in ("params", "latency_ms")}
+    lo = {m: table.derived(table.extreme_arch("latency_ms", min), m) for m in ("params", "latency_ms")}
+    hi = {m: table.derived(table.extreme_arch("latency_ms", max), m) for m in ("params", "latency_ms")}
     h, w = args.input_size
     print(f"cost table of {space.name!r} at {h}x{w} on {args.device}: {len(table.choices)} labels, "
           f"{len(table.entries)} entries")
@@ -426,22 +426,6 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
           f"{lo['params']:,.0f} .. {hi['params']:,.0f} parameters")
     print(f"written to {args.out}")
     return 0
-
-
-def _extreme_arch(table, pick):
-    """Per op label the candidate with the lowest (``min``) or highest (``max``) latency; inputs: first k."""
-    import torch
-
-    arch = {}
-    for label, spec in table.choices.items():
-        if spec["candidates"]:
-            lat = [0.0] * spec["n_candidates"]
-            for e in table.entries:
-                if e.label == label:
-                    lat = [a + b for a, b in zip(lat, e.costs["latency_ms"])]
-            best = pick(range(len(lat)), key=lambda i: lat[i])
-            arch[label] = torch.nn.functional.one_hot(torch.tensor(best), len(lat)).float()
-    return arch
 
 
 # --- demo ----------------------------------------------------------------------------------------

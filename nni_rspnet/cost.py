@@ -154,6 +154,20 @@ class CostTable:
         with torch.no_grad():
             return float(self._total(arch, metric, soft=False))
 
+    def extreme_arch(self, metric: str, pick=min) -> Dict[str, torch.Tensor]:
+        """Per op label the candidate with the lowest (``pick=min``) or highest (``max``) ``metric``,
+        as one-hot weights for ``derived``; input choices keep their uniform prior."""
+        arch: Dict[str, torch.Tensor] = {}
+        for label, spec in self.choices.items():
+            if spec["candidates"]:
+                cost = [0.0] * spec["n_candidates"]
+                for e in self.entries:
+                    if e.label == label:
+                        cost = [a + b for a, b in zip(cost, e.costs[metric])]
+                best = pick(range(len(cost)), key=lambda i: cost[i])
+                arch[label] = torch.nn.functional.one_hot(torch.tensor(best), len(cost)).float()
+        return arch
+
     # JSON ------------------------------------------------------------------------------------------------
 
     def to_dict(self) -> Dict[str, Any]:

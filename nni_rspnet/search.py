@@ -268,6 +268,11 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any,
             table = build_cost_table(space_cfg, input_size, search_cfg.latency_device or device,
                                      latency=metric == "latency_ms", repeats=search_cfg.latency_repeats)
         table.save(os.path.join(out, "cost_table.json"))
+        floor = table.derived(table.extreme_arch(metric, min), metric)
+        if target < floor:
+            warnings.warn(f"search target {metric}={target:g} is below the cheapest architecture of space "
+                          f"{space_cfg.name!r} by the cost table ({floor:g}): the search can only approach it",
+                          RuntimeWarning)
         penalty = ResourcePenalty(table, metric, target, search_cfg.lambda_init, search_cfg.lambda_rate)
 
     history: List[Dict[str, Any]] = []
