@@ -9,6 +9,7 @@ architecture into the final network through NNI's ``fixed_arch``.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -17,7 +18,7 @@ import random
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
@@ -137,15 +138,17 @@ def load_arch(path: Union[str, os.PathLike], config=None) -> Arch:
     return validate(arch, config, source=path) if config is not None else arch
 
 
-def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
-    """Writes ``data`` to a temporary file beside ``path``, then renames it: never a half file."""
+@contextlib.contextmanager
+def atomic_path(path: Union[str, os.PathLike]) -> Iterator[str]:
+    """Yields a temporary path beside ``path``; on success it becomes ``path`` (one rename, usual
+    permissions), on error it is removed: a reader never sees a half-written file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield tmp
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
@@ -154,6 +157,14 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically (see ``atomic_path``)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())  # the rename must not land before the bytes do (a crash keeps the old file)
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:

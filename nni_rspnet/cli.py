@@ -17,6 +17,14 @@ def _add_config_args(p: argparse.ArgumentParser, default: Optional[str] = "searc
                    help="override one config value, e.g. --set space.layers=3 (repeatable)")
 
 
+def _set_threads(threads: int) -> None:
+    """``--threads N``: torch CPU threads for this command (0 keeps torch's default)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 # --- space -----------------------------------------------------------------------------------------
 
 def _args_space(p: argparse.ArgumentParser) -> None:
@@ -241,10 +249,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .deploy import load_checkpoint, load_model
     from .evaluate import evaluate_network, iou_table_markdown
 
-    if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     data_cfg = _data_config(args)
     meta = load_checkpoint(args.checkpoint).get("meta") or {}
     net = load_model(args.checkpoint, args.device)
@@ -311,10 +316,7 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .deploy import predict_folder
 
-    if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     written = predict_folder(args.model, args.input, args.out, args.device, args.overlay)
     print(f"{len(written)} masks written to {args.out}")
     return 0

@@ -10,30 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from .arch import atomic_path
+
 FORMAT = "nni-rspnet-model/1"
 
 
 class ModelFileError(ValueError):
     """A model file that cannot be used; the message names it."""
-
-
-def _atomic_path(path: str, suffix: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    return tmp
-
-
-def _finish(tmp: str, path: str) -> None:
-    os.replace(tmp, path)
 
 
 def save_model(net: nn.Module, path: str, space: Optional[Dict[str, Any]] = None,
@@ -52,14 +41,8 @@ def save_model(net: nn.Module, path: str, space: Optional[Dict[str, Any]] = None
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     payload = {"format": FORMAT, "space": space, "arch": arch, "state_dict": state,
                "meta": json.loads(json.dumps(meta or {}))}
-    tmp = _atomic_path(path, ".pt")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        _finish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def is_torchscript(path: str) -> bool:
@@ -130,14 +113,8 @@ def export_torchscript(net: nn.Module, path: str, meta: Optional[Dict[str, Any]]
     """
     net = net.cpu().eval()
     scripted = torch.jit.script(net)
-    tmp = _atomic_path(path, ".pt")
-    try:
+    with atomic_path(path) as tmp:
         torch.jit.save(scripted, tmp, _extra_files={"meta.json": json.dumps(meta or {})})
-        _finish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     if check_input is not None:
         with torch.no_grad():
             diff = (torch.jit.load(path)(check_input) - net(check_input)).abs().max().item()
@@ -161,8 +138,7 @@ def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Opti
     h, w = int(input_size[0]), int(input_size[1])
     c = _in_channels(net)
     x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
-    tmp = _atomic_path(path, ".onnx")
-    try:
+    with atomic_path(path) as tmp:
         torch.onnx.export(net, (x,), tmp, dynamo=False, opset_version=opset, input_names=["image"],
                           output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
         model = onnx.load(tmp)
@@ -170,11 +146,6 @@ def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Opti
         entry = model.metadata_props.add()
         entry.key, entry.value = "nni_rspnet_meta", json.dumps(meta or {})
         onnx.save(model, tmp)
-        _finish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     if not check:
         return float("nan")
     import onnxruntime as ort
@@ -255,14 +226,8 @@ def save_mask_png(mask: np.ndarray, path: str, colours: Optional[np.ndarray] = N
     im = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
     if colours is not None:
         im.putpalette(colours.astype(np.uint8).reshape(-1).tolist())
-    tmp = _atomic_path(path, ".png")
-    try:
+    with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
-        _finish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cpu",

@@ -13,7 +13,7 @@ output cannot reach the head are pruned, so they cost neither parameters nor tim
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

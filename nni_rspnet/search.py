@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
 
-from .arch import atomic_write_text, build_network, save_arch, validate
+from .arch import atomic_write_bytes, atomic_write_text, build_network, save_arch, validate
 from .config import ConfigError, from_mapping, load_section
 from .space import SpaceConfig
 
@@ -160,12 +160,7 @@ class SearchResult:
 def _save_torch_atomic(obj: Any, path: str) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _write_json(path: str, data: Any) -> None:
