@@ -23,13 +23,10 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
+from .errors import ArchError
 from .space import RSPNet, SpaceConfig, as_space_config
 
 Arch = Dict[str, Any]
-
-
-class ArchError(ValueError):
-    """An architecture that does not fit its space; the message names the label (and the file)."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .errors import UserError
+
 
 def _add_config_args(p: argparse.ArgumentParser, default: Optional[str] = "search_spaces/tiny.yaml") -> None:
     p.add_argument("--config", default=default, help="YAML config (sections space/search/train/data)")
@@ -111,21 +113,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 # --- data / train / evaluate / export / predict (issue 4) ------------------------------------------
 
-def _user_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad data or model files are one line and status 2, like config errors."""
-    def wrapped(args: argparse.Namespace) -> int:
-        from .data import DataError
-        from .deploy import ModelFileError
-
-        try:
-            return fn(args)
-        except (DataError, ModelFileError) as err:
-            print(f"nni-rspnet {args.command}: error: {err}", file=sys.stderr)
-            return 2
-    wrapped.__doc__ = fn.__doc__
-    return wrapped
-
-
 def _add_data_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="SPEC",
                    help="builtin | cityscapes:PATH | voc:PATH | folder:PATH (default: the config's data.dataset)")
@@ -150,7 +137,6 @@ def _args_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", action="store_true", help="read every file of both splits once")
 
 
-@_user_errors
 def _cmd_data(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -190,7 +176,6 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-@_user_errors
 def _cmd_train(args: argparse.Namespace) -> int:
     from .arch import build_network, load_arch
     from .config import ConfigError, from_mapping, read_sections
@@ -240,7 +225,6 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
-@_user_errors
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import os
 
@@ -278,7 +262,6 @@ def _args_export(p: argparse.ArgumentParser) -> None:
                    help="input size of the ONNX graph (TorchScript takes any size)")
 
 
-@_user_errors
 def _cmd_export(args: argparse.Namespace) -> int:
     import os
 
@@ -312,7 +295,6 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
-@_user_errors
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .deploy import predict_folder
 
@@ -361,7 +343,6 @@ def _search_configs(args: argparse.Namespace):
     return space, search_cfg
 
 
-@_user_errors
 def _cmd_search(args: argparse.Namespace) -> int:
     from .arch import describe
     from .config import ConfigError
@@ -524,12 +505,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     # Lightning's per-fit banner ("GPU available: False ...") repeats for every stage; keep warnings.
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-    from .arch import ArchError
-    from .config import ConfigError
-
     try:
         return COMMANDS[args.command][2](args) or 0
-    except (ConfigError, ArchError) as err:
+    except UserError as err:  # a mistake in the user's own config, data or files: one line, status 2
         print(f"nni-rspnet {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -13,12 +13,10 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Type, TypeVar
 
 import yaml
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 SECTIONS = ("space", "search", "train", "data")
-
-
-class ConfigError(ValueError):
-    """A bad configuration file, key or value; the message names it."""
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:

@@ -29,6 +29,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .errors import DataError
+
 IGNORE_INDEX = 255
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -49,10 +51,6 @@ CITYSCAPES_PALETTE = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 1
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor"]
-
-
-class DataError(ValueError):
-    """Missing or malformed data; the message names the file or folder and what was expected."""
 
 
 @dataclass

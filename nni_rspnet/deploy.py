@@ -17,12 +17,9 @@ import torch
 from torch import nn
 
 from .arch import atomic_path
+from .errors import DataError, ModelFileError
 
 FORMAT = "nni-rspnet-model/1"
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be used; the message names it."""
 
 
 def save_model(net: nn.Module, path: str, space: Optional[Dict[str, Any]] = None,
@@ -240,7 +237,7 @@ def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cp
     """
     from PIL import Image
 
-    from .data import IMAGE_EXTENSIONS, DataError, colourise, palette, read_image
+    from .data import IMAGE_EXTENSIONS, colourise, palette, read_image
 
     if not os.path.isdir(in_dir):
         raise DataError(f"{in_dir}: input folder not found")

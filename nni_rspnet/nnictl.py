@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import yaml
 
-from .config import ConfigError
+from .errors import ConfigError, NniError
 
 # Statuses after which an experiment schedules no more work.
 FINISHED_STATUSES = ("DONE", "STOPPED", "ERROR", "NO_MORE_TRIAL")
@@ -47,10 +47,6 @@ net.Server.prototype.listen = function (...args) {
 };
 """
 _PATH_KEYS = ("trialCodeDirectory", "searchSpaceFile", "experimentWorkingDirectory")
-
-
-class NniError(RuntimeError):
-    """An experiment that failed to start, failed, or timed out; the message names it."""
 
 
 def free_port() -> int:

@@ -28,7 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .config import ConfigError, from_mapping, read_sections
+from .config import from_mapping, read_sections
+from .errors import ConfigError, UserError
 
 STAGES = ("cell", "macro", "arch")
 
@@ -248,14 +249,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:2] == ["-m", RETIARII_ENTRY]:  # a Retiarii multi-trial worker, see retiarii_trial_command_params
         return _run_retiarii_entry(argv[2:])
     args = build_parser().parse_args(argv)
-    from .arch import ArchError
-
     nni = _nni()
     sample = nni.get_next_parameter()  # falsy when run outside NNI
     try:
         final = run_trial(args.stage, args.config, args.overrides, sample or None, args.out, args.device, args.seed,
                           report=nni.report_final_result)
-    except (ConfigError, ArchError) as err:
+    except UserError as err:
         print(f"nni_rspnet.trial: error: {err}", file=sys.stderr)
         return 2
     print(f"final result: {json.dumps(final)}")

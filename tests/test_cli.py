@@ -26,3 +26,10 @@ def test_bad_config_is_one_line_and_status_2(tmp_path, capsys):
 def test_unknown_command_exits():
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def test_a_user_error_in_any_command_is_one_line(tmp_path, capsys):
+    """Every command goes through one handler: a data error in the demo is no traceback either."""
+    assert main(["demo", "--fast", "--out", str(tmp_path / "d"), "--set", "data.dataset=folder:/nonexistent"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nni-rspnet demo: error: /nonexistent: dataset root folder not found"]
