@@ -9,21 +9,20 @@ architecture into the final network through NNI's ``fixed_arch``.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
 from .errors import ArchError
+from .fileio import read_json, write_json
 from .space import RSPNet, SpaceConfig, as_space_config
 
 Arch = Dict[str, Any]
@@ -122,58 +121,15 @@ def validate(arch: Any, config, source: str = "architecture") -> Arch:
 
 def load_arch(path: Union[str, os.PathLike], config=None) -> Arch:
     """Reads an architecture JSON file; with ``config`` it is validated (errors name the file)."""
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            arch = json.load(f)
-    except FileNotFoundError:
-        raise ArchError(f"{path}: architecture file not found") from None
-    except json.JSONDecodeError as err:
-        raise ArchError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(arch, dict):
-        raise ArchError(f"{path}: expected a JSON object of label -> choice, got {type(arch).__name__}")
-    return validate(arch, config, source=path) if config is not None else arch
-
-
-@contextlib.contextmanager
-def atomic_path(path: Union[str, os.PathLike]) -> Iterator[str]:
-    """Yields a temporary path beside ``path``; on success it becomes ``path`` (one rename, usual
-    permissions), on error it is removed: a reader never sees a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically (see ``atomic_path``)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())  # the rename must not land before the bytes do (a crash keeps the old file)
-
-
-def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
-    """Writes ``text`` (UTF-8) atomically, as ``atomic_write_bytes``."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    arch = read_json(path, "architecture file", ArchError, expected="a JSON object of label -> choice")
+    return validate(arch, config, source=os.fspath(path)) if config is not None else arch
 
 
 def save_arch(arch: Mapping[str, Any], path: Union[str, os.PathLike], config=None) -> None:
     """Writes ``arch`` as sorted, indented JSON (atomically); with ``config`` it is validated first."""
     if config is not None:
         arch = validate(arch, config)
-    atomic_write_text(path, json.dumps(dict(sorted(arch.items())), indent=2) + "\n")
+    write_json(path, dict(sorted(arch.items())))
 
 
 def build_network(config, arch: Union[Mapping[str, Any], str, os.PathLike]) -> RSPNet:

@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .arch import atomic_write_text
+from .fileio import atomic_write_text
 
 SECTIONS = ("search", "search_cost", "latency", "quality", "demo", "gpu")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Type, TypeVar
 import yaml
 
 from .errors import ConfigError
+from .fileio import read_yaml
 
 T = TypeVar("T")
 SECTIONS = ("space", "search", "train", "data")
@@ -108,16 +109,7 @@ def parse_overrides(items: Optional[Iterable[str]]) -> Dict[str, Dict[str, Any]]
 def read_sections(path: str | os.PathLike, overrides: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
     """Reads a config file into ``{section: mapping}`` and applies ``SECTION.KEY=VALUE`` overrides."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections {list(SECTIONS)}, got {type(data).__name__}")
+    data = read_yaml(path, "config file", expected=f"a mapping of sections {list(SECTIONS)}")
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{path}: unknown section {unknown[0]!r}; expected some of {list(SECTIONS)}")

@@ -6,7 +6,6 @@ expected cost under the search's probabilities and ``ResourcePenalty`` turns it 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -18,6 +17,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .errors import ConfigError
+from .fileio import read_json, write_json
 
 
 def count_params(module: nn.Module, exclude: Sequence[str] = ("aux_heads",)) -> int:
@@ -184,32 +186,22 @@ class CostTable:
             table = cls(dict(data["choices"]), {m: float(data["fixed"][m]) for m in METRICS}, entries,
                         str(data.get("device", "cpu")), list(data.get("input_size", [0, 0])))
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{source}: not a cost table ({type(err).__name__}: {err})") from None
+            raise ConfigError(f"{source}: not a cost table ({type(err).__name__}: {err})") from None
         for e in table.entries:
             if e.label not in table.choices:
-                raise ValueError(f"{source}: entry for unknown label {e.label!r}")
+                raise ConfigError(f"{source}: entry for unknown label {e.label!r}")
             n = table.choices[e.label]["n_candidates"]
             for m in METRICS:
                 if len(e.costs[m]) != n:
-                    raise ValueError(f"{source}: {e.label!r} has {len(e.costs[m])} {m} costs, expected {n}")
+                    raise ConfigError(f"{source}: {e.label!r} has {len(e.costs[m])} {m} costs, expected {n}")
         return table
 
     def save(self, path: Union[str, os.PathLike]) -> None:
-        from .arch import atomic_write_text
-
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "CostTable":
-        path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise ValueError(f"{path}: cost table not found") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-        return cls.from_dict(data, path)
+        return cls.from_dict(read_json(path, "cost table"), os.fspath(path))
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import DataError
+from .fileio import save_figure
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -689,8 +690,5 @@ def save_preview(dataset: SegDataset, path: str, count: int = 8, mean: Sequence[
         present = [dataset.classes[c] for c in np.unique(mask.numpy()) if c < dataset.num_classes and c > 0]
         axes[i][1].set_title(", ".join(present)[:60], fontsize=7)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

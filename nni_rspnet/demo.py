@@ -7,10 +7,11 @@ the user's ``--set`` overrides, so any of them can be changed from the command l
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Dict, Iterable, List, Optional
+
+from .fileio import atomic_write_text, write_json
 
 # Sizes that keep the full demo within ~10 minutes on 2 CPU cores, and a --fast variant for tests. One
 # torch thread: with any other load on the machine, two threads spinning for busy cores ran many times
@@ -153,10 +154,8 @@ def run_demo(out_dir: str = "runs/demo", config: str = "search_spaces/tiny.yaml"
                           f"training {timings['train']:.0f} s)")]
     table = "| result | value |\n| --- | --- |\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
     where_md = "| file | path |\n| --- | --- |\n" + "".join(f"| {k} | `{v}` |\n" for k, v in files.items())
-    from .arch import atomic_write_text
-
     files["summary"] = os.path.join(out_dir, "summary.md")
-    atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    write_json(os.path.join(out_dir, "summary.json"), summary)
     atomic_write_text(files["summary"], "# nni-rspnet demo\n\n" + table + "\n" + where_md)
     print("\n" + table + "\n" + where_md.replace("`", ""), flush=True)
     return summary

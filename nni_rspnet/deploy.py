@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arch import atomic_path
+from .fileio import atomic_path, save_torch
 from .errors import DataError, ModelFileError
 
 FORMAT = "nni-rspnet-model/1"
@@ -38,8 +38,7 @@ def save_model(net: nn.Module, path: str, space: Optional[Dict[str, Any]] = None
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     payload = {"format": FORMAT, "space": space, "arch": arch, "state_dict": state,
                "meta": json.loads(json.dumps(meta or {}))}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, path)
 
 
 def is_torchscript(path: str) -> bool:
@@ -257,6 +256,7 @@ def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cp
         save_mask_png(mask, out, colours)
         if overlay:
             blend = (0.5 * image + 0.5 * colourise(mask, colours)).astype(np.uint8)
-            Image.fromarray(blend).save(os.path.join(out_dir, os.path.splitext(name)[0] + "_overlay.jpg"))
+            with atomic_path(os.path.join(out_dir, os.path.splitext(name)[0] + "_overlay.jpg")) as tmp:
+                Image.fromarray(blend).save(tmp, format="JPEG")
         written.append(out)
     return written

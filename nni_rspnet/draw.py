@@ -5,7 +5,8 @@ import math
 import os
 from typing import Any, Dict, Mapping, Optional, Union
 
-from .arch import atomic_write_bytes, space_spec
+from .arch import space_spec
+from .fileio import save_figure
 from .macro import trellis_nodes
 from .space import as_space_config
 
@@ -17,11 +18,7 @@ _OP_COLOURS = {
 
 
 def _save(fig, path: Union[str, os.PathLike]) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format=os.path.splitext(os.fspath(path))[1][1:] or "png", dpi=130, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=130, bbox_inches="tight")
 
 
 def draw_cell(arch: Mapping[str, Any], config, path: Union[str, os.PathLike], ax=None) -> None:

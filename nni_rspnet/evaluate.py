@@ -2,7 +2,6 @@
 IoU tables (Markdown and JSON) and coloured prediction images."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -12,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fileio import atomic_path, atomic_write_text, write_json
 from .metrics import IGNORE_INDEX, SegMetric
 
 MODES = ("whole", "slide")
@@ -124,12 +124,11 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
     if out_dir is not None:
         from PIL import Image
 
-        from .arch import atomic_write_text
-
         os.makedirs(os.path.join(out_dir, "predictions"), exist_ok=True)
-        atomic_write_text(os.path.join(out_dir, "iou.json"), json.dumps(result, indent=2) + "\n")
+        write_json(os.path.join(out_dir, "iou.json"), result)
         atomic_write_text(os.path.join(out_dir, "iou.md"),
                           iou_table_markdown(classes, per_class, result["miou"], result["pixel_accuracy"]))
         for i, pic in enumerate(pictures):
-            Image.fromarray(pic).save(os.path.join(out_dir, "predictions", f"{i:04d}.png"))
+            with atomic_path(os.path.join(out_dir, "predictions", f"{i:04d}.png")) as tmp:
+                Image.fromarray(pic).save(tmp, format="PNG")
     return result

@@ -13,7 +13,8 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from .arch import Arch, ArchError, atomic_write_text, space_spec, validate
+from .arch import Arch, ArchError, space_spec, validate
+from .fileio import atomic_write_text, read_json
 from .config import SECTIONS, ConfigError
 
 SearchSpace = Dict[str, Dict[str, Any]]
@@ -96,15 +97,7 @@ def sample_to_arch(sample: Mapping[str, Any], config, source: str = "tuner sampl
 def load_search_space(path: Union[str, os.PathLike]) -> SearchSpace:
     """Reads a tuner search-space JSON file, checking that every entry has ``_type`` and ``_value``."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            space = json.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: search-space file not found") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(space, dict):
-        raise ConfigError(f"{path}: expected a JSON object of parameter -> {{_type, _value}}")
+    space = read_json(path, "search-space file", expected="a JSON object of parameter -> {_type, _value}")
     for key, entry in space.items():
         if not isinstance(entry, dict) or "_type" not in entry or "_value" not in entry:
             raise ConfigError(f"{path}: parameter {key!r} must be an object with '_type' and '_value'")

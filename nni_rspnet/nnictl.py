@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import yaml
 
 from .errors import ConfigError, NniError
+from .fileio import atomic_write_text, read_yaml
 
 # Statuses after which an experiment schedules no more work.
 FINISHED_STATUSES = ("DONE", "STOPPED", "ERROR", "NO_MORE_TRIAL")
@@ -59,7 +60,7 @@ def free_port() -> int:
 def localhost_node_options(folder: Union[str, os.PathLike]) -> str:
     """Writes the loopback-only preload script into ``folder``; returns the ``NODE_OPTIONS`` value."""
     path = Path(folder) / "nni_localhost_only.js"
-    path.write_text(_LOCALHOST_JS, encoding="utf-8")
+    atomic_write_text(path, _LOCALHOST_JS)
     return f"--require {path}"
 
 
@@ -84,14 +85,10 @@ def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike]
         The written configuration.
     """
     config = Path(config)
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{config}: experiment config not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{config}: not valid YAML: {err}") from None
-    if not isinstance(data, dict) or "trialCommand" not in data:
-        raise ConfigError(f"{config}: expected an nnictl experiment config with a 'trialCommand'")
+    expected = "an nnictl experiment config with a 'trialCommand'"
+    data = read_yaml(config, "experiment config", expected=expected)
+    if "trialCommand" not in data:
+        raise ConfigError(f"{config}: expected {expected}")
     for key in _PATH_KEYS:
         if isinstance(data.get(key), str) and not os.path.isabs(os.path.expanduser(data[key])):
             data[key] = str((config.parent / data[key]).resolve())
@@ -108,7 +105,7 @@ def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike]
             data.pop(key, None)
         else:
             data[key] = value
-    Path(out).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    atomic_write_text(out, yaml.safe_dump(data, sort_keys=False))
     return data
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .arch import atomic_write_text
-from .config import ConfigError
+from .fileio import atomic_write_text, read_json, save_figure, write_json
+from .errors import ArchError, ConfigError
 
 NNI_HOME = Path("~/nni-experiments").expanduser()
 
@@ -59,8 +59,7 @@ class TrialRecord:
         """The trial's architecture: its ``arch.json``, else the labels the tuner sent, else the
         ``mutation`` of a Retiarii multi-trial experiment."""
         if self.folder is not None and (self.folder / "arch.json").is_file():
-            with open(self.folder / "arch.json", encoding="utf-8") as f:
-                return json.load(f)
+            return read_json(self.folder / "arch.json", "architecture file", ArchError)
         labels = {k: v for k, v in self.parameters.items() if "/" in k}
         if not labels and isinstance(self.parameters.get("mutation"), dict):
             labels = dict(self.parameters["mutation"])
@@ -70,8 +69,7 @@ class TrialRecord:
         """The ``space`` section the trial ran with (its ``config.json``, or a Retiarii trial's
         ``init_parameters``), or None."""
         if self.folder is not None and (self.folder / "config.json").is_file():
-            with open(self.folder / "config.json", encoding="utf-8") as f:
-                return json.load(f).get("space")
+            return read_json(self.folder / "config.json", "trial config").get("space")
         init = self.parameters.get("init_parameters")
         config = init.get("config") if isinstance(init, dict) else None
         return config if isinstance(config, dict) else None
@@ -106,8 +104,8 @@ def resolve_experiment(ref: Union[str, os.PathLike], home: Path = NNI_HOME) -> P
     registry = home / ".experiment"
     if registry.is_file():
         try:
-            known = json.loads(registry.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
+            known = read_json(registry, "nnictl registry")
+        except ConfigError:  # a registry nnictl is rewriting, or a foreign file: look in the folder below
             known = {}
         log_dir = (known.get(str(ref)) or {}).get("logDir")
         if log_dir and (Path(log_dir) / str(ref)).is_dir():
@@ -260,12 +258,8 @@ def plot_pareto(records: Sequence[TrialRecord], front: Sequence[str], key: str, 
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png")
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -327,6 +321,6 @@ def make_report(ref: Union[str, os.PathLike], out_dir: Optional[Union[str, os.Pa
         plot_pareto(trials, front, key, out / "pareto.png", title=f"experiment {folder.name}")
         files["pareto"] = out / "pareto.png"
     if best_arch:
-        atomic_write_text(out / "best_arch.json", json.dumps(dict(sorted(best_arch.items())), indent=2) + "\n")
+        write_json(out / "best_arch.json", dict(sorted(best_arch.items())))
         files["best_arch"] = out / "best_arch.json"
     return Report(folder, trials, front, key, best, best_arch, files)

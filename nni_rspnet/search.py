@@ -16,8 +16,6 @@ nnictl trial and the demo call. It writes into ``out_dir``:
 """
 from __future__ import annotations
 
-import io
-import json
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -25,7 +23,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
 
-from .arch import atomic_write_bytes, atomic_write_text, build_network, save_arch, validate
+from .arch import build_network, save_arch, validate
+from .fileio import save_torch, write_json
 from .config import ConfigError, from_mapping, load_section
 from .space import SpaceConfig
 
@@ -157,14 +156,8 @@ class SearchResult:
     out_dir: str = "."
 
 
-def _save_torch_atomic(obj: Any, path: str) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def _write_json(path: str, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_json(path, data, sort_keys=True)
 
 
 def split_for_search(dataset: Any, arch_fraction: float, seed: int) -> tuple:
@@ -255,10 +248,7 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any,
         saved_table = os.path.join(out, "cost_table.json")
         source = search_cfg.lut or (saved_table if state is not None and os.path.exists(saved_table) else None)
         if source:  # a given table, or on resume the one measured at the start (same penalty after it)
-            try:
-                table = CostTable.load(source)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
+            table = CostTable.load(source)
         else:
             table = build_cost_table(space_cfg, input_size, search_cfg.latency_device or device,
                                      latency=metric == "latency_ms", repeats=search_cfg.latency_repeats)
@@ -276,7 +266,7 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any,
     def on_epoch(record: Dict[str, Any]) -> None:
         ckpt = dict(record["state"])
         ckpt["space"] = space_cfg.to_dict()
-        _save_torch_atomic(ckpt, ckpt_path)
+        save_torch(ckpt, ckpt_path)
         if record["stage"] == 1 and record["epoch"] == epochs_stage1:
             _write_json(os.path.join(out, "cell.json"),
                         {k: v for k, v in record["arch"].items() if k.startswith(CELL_PREFIX)})

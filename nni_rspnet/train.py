@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional
@@ -26,6 +24,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from nni.retiarii.evaluator.pytorch import LightningModule
 from torch import nn
 
+from .fileio import atomic_write_text, save_figure, save_torch, write_json
 from .metrics import IGNORE_INDEX, SegMetric
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -322,18 +321,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     write leaves the previous checkpoint intact."""
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".ckpt")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        save_torch(checkpoint, path)
 
 
 class HistoryCallback(pl.Callback):
@@ -369,9 +357,7 @@ class HistoryCallback(pl.Callback):
 
 def write_history(rows: List[Dict[str, float]], out_dir: str) -> None:
     """``history.json``, ``history.csv`` and ``curves.png`` (loss and mIoU per epoch), written atomically."""
-    from .arch import atomic_write_text
-
-    atomic_write_text(os.path.join(out_dir, "history.json"), json.dumps(rows, indent=1) + "\n")
+    write_json(os.path.join(out_dir, "history.json"), rows, indent=1)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["epoch"])
     writer.writeheader()
@@ -393,10 +379,8 @@ def write_history(rows: List[Dict[str, float]], out_dir: str) -> None:
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("val mIoU")
     fig.tight_layout()
-    tmp = os.path.join(out_dir, ".curves.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    save_figure(fig, os.path.join(out_dir, "curves.png"), dpi=90)
     plt.close(fig)
-    os.replace(tmp, os.path.join(out_dir, "curves.png"))
 
 
 # --- the retraining entry point --------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from .config import from_mapping, read_sections
 from .errors import ConfigError, UserError
+from .fileio import write_json
 
 STAGES = ("cell", "macro", "arch")
 
@@ -126,7 +127,7 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     Returns:
         The final metric dict: ``default`` (val mIoU after retraining), ``params``, ``macs``, ``latency_ms``.
     """
-    from .arch import atomic_write_text, build_network, random_arch, save_arch, validate
+    from .arch import build_network, random_arch, save_arch, validate
     from .cost import measure_cost
     from .data import DataConfig
     from .space import SpaceConfig
@@ -141,8 +142,8 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     train_cfg = from_mapping(TrainConfig, sections["train"], _where(config, "train", tuned))
     out = Path(out_dir or os.environ.get("NNI_OUTPUT_DIR") or f"runs/trial-{stage}")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps({"stage": stage, "config": config, "sample": sample or {},
-                                                       **sections}, indent=2, default=str) + "\n")
+    write_json(out / "config.json", {"stage": stage, "config": config, "sample": sample or {}, **sections},
+               default=str)
 
     probs = None
     if stage == "arch":
@@ -160,7 +161,7 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
         arch, probs = _search(stage, space_cfg, sections, data_cfg, out, device, config, tuned)
     save_arch(arch, out / "arch.json", space_cfg)
     if probs is not None:
-        atomic_write_text(out / "probs.json", json.dumps(probs, indent=2, sort_keys=True) + "\n")
+        write_json(out / "probs.json", probs, sort_keys=True)
 
     net = build_network(space_cfg, arch)
     finals: List[Any] = []
@@ -180,8 +181,7 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
 
     final = {"default": float(miou), "params": int(cost["params"]), "macs": int(cost["macs"]),
              "latency_ms": round(float(cost["latency_ms"]), 3)}
-    atomic_write_text(out / "result.json", json.dumps({**final, "stage": stage, "input_size": list(size)},
-                                                      indent=2) + "\n")
+    write_json(out / "result.json", {**final, "stage": stage, "input_size": list(size)})
     if report is not None:
         report(final)
     return final
