@@ -30,7 +30,7 @@ def main(argv=None) -> int:
 
     import nni_rspnet  # noqa: F401
     from nni_rspnet.arch import build_network, random_arch, save_arch
-    from nni_rspnet.config import from_mapping, read_sections
+    from nni_rspnet.schema import from_mapping, read_sections
     from nni_rspnet.cost import count_macs, count_params
     from nni_rspnet.data import DataConfig, build_datasets
     from nni_rspnet.evaluate import evaluate_network

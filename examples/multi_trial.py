@@ -43,7 +43,7 @@ from nni.retiarii.strategy import RegularizedEvolution, Random
 from nni_rspnet import RSPNetSpace, SpaceConfig, build_network, describe, save_arch, validate
 from nni_rspnet.cost import count_macs, count_params
 from nni_rspnet.data import BuiltinDigits, DataConfig, pad_collate
-from nni_rspnet.config import load_section
+from nni_rspnet.schema import load_section
 from nni_rspnet.hpo import distinct_inputs
 from nni_rspnet.nnictl import free_port, localhost_node_options
 from nni_rspnet.train import SegmentationModule, TrainConfig

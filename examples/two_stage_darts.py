@@ -25,7 +25,7 @@ from nni.retiarii.evaluator.pytorch import Lightning, Trainer
 from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperiment
 
 from nni_rspnet import RSPNetSpace, SpaceConfig, build_network, describe, save_arch
-from nni_rspnet.config import load_section
+from nni_rspnet.schema import load_section
 from nni_rspnet.data import DataConfig, build_datasets, build_loaders
 from nni_rspnet.search import SearchConfig, split_for_search
 from nni_rspnet.strategy import TwoStageDarts

@@ -188,7 +188,7 @@ def _configs(cfg: BenchmarkConfig, path: str, overrides: Sequence[str] = ()):
     Data and training always come from the tiny YAML (the built-in digits), so the search and every
     quality run see the same images with the same optimiser.
     """
-    from .config import from_mapping, read_sections
+    from .schema import from_mapping, read_sections
     from .data import DataConfig
     from .search import SearchConfig
     from .space import SpaceConfig
@@ -578,7 +578,7 @@ def run_gpu_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print) ->
     if not torch.cuda.is_available():
         log("[gpu] not measured: no CUDA device on this machine")
         return {"measured": False, "why": "no CUDA device on this machine (torch.cuda.is_available() is False)"}
-    from .config import load_section, read_sections
+    from .schema import load_section, read_sections
     from .search import SearchConfig
 
     table = latency_table(cfg, cfg.gpu_size, "cuda", None, log)

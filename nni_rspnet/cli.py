@@ -82,7 +82,7 @@ def _args_export_search_space(p: argparse.ArgumentParser) -> None:
 def _cmd_export_search_space(args: argparse.Namespace) -> int:
     import json
 
-    from .config import ConfigError
+    from .errors import ConfigError
     from .hpo import write_search_space
     from .space import SpaceConfig
 
@@ -119,7 +119,7 @@ def _add_data_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _data_config(args: argparse.Namespace):
-    from .config import from_mapping, read_sections
+    from .schema import from_mapping, read_sections
     from .data import DataConfig
 
     sections = read_sections(args.config, args.overrides)
@@ -178,7 +178,8 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .arch import build_network, load_arch
-    from .config import ConfigError, from_mapping, read_sections
+    from .errors import ConfigError
+    from .schema import from_mapping, read_sections
     from .space import SpaceConfig
     from .train import TrainConfig, train_network
 
@@ -228,7 +229,7 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import os
 
-    from .config import ConfigError
+    from .errors import ConfigError
     from .data import make_dataset
     from .deploy import load_checkpoint, load_model
     from .evaluate import evaluate_network, iou_table_markdown
@@ -324,7 +325,9 @@ def _args_search(p: argparse.ArgumentParser) -> None:
 def _search_configs(args: argparse.Namespace):
     import os
 
-    from .config import ConfigError, from_mapping, read_sections
+    from .errors import ConfigError
+
+    from .schema import from_mapping, read_sections
     from .search import SearchConfig
     from .space import SpaceConfig
 
@@ -345,7 +348,7 @@ def _search_configs(args: argparse.Namespace):
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from .arch import describe
-    from .config import ConfigError
+    from .errors import ConfigError
     from .data import build_datasets
     from .search import run_search
 
@@ -388,7 +391,7 @@ def _args_latency_table(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_latency_table(args: argparse.Namespace) -> int:
-    from .config import ConfigError
+    from .errors import ConfigError
     from .cost import build_cost_table
     from .space import SpaceConfig
 
@@ -448,7 +451,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .benchmark import SECTIONS, BenchmarkConfig, run_benchmark
-    from .config import ConfigError
+    from .errors import ConfigError
 
     cfg = BenchmarkConfig(out_dir=args.out, markdown=args.markdown, search_cost_markdown=args.search_cost_md)
     if args.quick:

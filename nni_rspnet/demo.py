@@ -51,7 +51,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = "search_spaces/tiny.yaml"
     import torch
 
     from .arch import build_network, describe
-    from .config import from_mapping, read_sections
+    from .schema import from_mapping, read_sections
     from .cost import count_macs, count_params, measure_latency
     from .data import DataConfig, build_datasets, save_preview
     from .deploy import export_onnx, export_torchscript, load_model

@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .arch import Arch, ArchError, space_spec, validate
 from .fileio import atomic_write_text, read_json
-from .config import SECTIONS, ConfigError
+from .errors import ConfigError
+from .schema import split_key
 
 SearchSpace = Dict[str, Dict[str, Any]]
 
@@ -34,7 +35,7 @@ def export_search_space(config, extra: Optional[Mapping[str, Mapping[str, Any]]]
     space: SearchSpace = {label: {"_type": "choice", "_value": choice.values()}
                           for label, choice in space_spec(config).items()}
     for key, value in (extra or {}).items():
-        _check_hparam_key(key, "extra search-space parameter")  # never a label: labels have no section
+        split_key(key, f"extra search-space parameter {key!r}")  # never a label: labels have no section
         space[key] = dict(value)
     return space
 
@@ -53,14 +54,6 @@ def format_search_space(space: Mapping[str, Any]) -> str:
     return "{\n" + ",\n".join(rows) + "\n}\n"
 
 
-def _check_hparam_key(key: str, where: str) -> Tuple[str, str]:
-    section, dot, name = str(key).partition(".")
-    if not dot or not name or section not in SECTIONS:
-        raise ConfigError(f"{where} {key!r}: expected SECTION.KEY with SECTION one of {list(SECTIONS)}, "
-                          f"for example 'search.arc_lr'")
-    return section, name
-
-
 def split_sample(sample: Optional[Mapping[str, Any]]) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
     """Splits a tuner sample into architecture labels and config overrides.
 
@@ -76,7 +69,7 @@ def split_sample(sample: Optional[Mapping[str, Any]]) -> Tuple[Dict[str, Any], D
         if "/" in key:
             arch[key] = value
             continue
-        section, name = _check_hparam_key(key, "tuner parameter")
+        section, name = split_key(key, f"tuner parameter {key!r}")
         overrides.setdefault(section, {})[name] = value
     return arch, overrides
 

@@ -25,7 +25,8 @@ import torch
 
 from .arch import build_network, save_arch, validate
 from .fileio import save_torch, write_json
-from .config import ConfigError, from_mapping, load_section
+from .errors import ConfigError
+from .schema import from_mapping, load_section
 from .space import SpaceConfig
 
 EpochCallback = Callable[[Dict[str, Any]], None]

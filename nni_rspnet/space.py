@@ -16,7 +16,9 @@ from typing import Any, Iterable, List, Mapping, Optional, Union
 
 from nni.retiarii import model_wrapper
 
-from .config import ConfigError, from_mapping, load_section
+from .errors import ConfigError
+
+from .schema import from_mapping, load_section
 from .macro import RESOLUTIONS, Trellis
 from .ops import OPS
 

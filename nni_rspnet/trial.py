@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .config import from_mapping, read_sections
+from .schema import from_mapping, read_sections
 from .errors import ConfigError, UserError
 from .fileio import write_json
 

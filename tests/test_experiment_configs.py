@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nni_rspnet.config import from_mapping
+from nni_rspnet.schema import from_mapping
 from nni_rspnet.data import DataConfig
 from nni_rspnet.hpo import check_search_space_matches, split_sample
 from nni_rspnet.search import SearchConfig

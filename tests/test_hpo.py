@@ -10,7 +10,7 @@ import torch
 
 from nni_rspnet.arch import ArchError, build_network, space_spec
 from nni_rspnet.cli import main as cli_main
-from nni_rspnet.config import ConfigError
+from nni_rspnet.errors import ConfigError
 from nni_rspnet.hpo import (check_search_space_matches, export_search_space, load_search_space, sample_to_arch,
                             split_sample, write_search_space)
 from nni_rspnet.space import SpaceConfig

@@ -60,7 +60,7 @@ def small_space_config() -> SpaceConfig:
 def test_prepare_config_resolves_paths_and_overrides(tmp_path):
     import yaml
 
-    from nni_rspnet.config import ConfigError
+    from nni_rspnet.errors import ConfigError
 
     data = nnictl.prepare_config(ROOT / "experiment_configs" / "arch_hpo.yml", tmp_path / "copy.yml",
                                  working_dir=tmp_path / "work", python="/opt/py/bin/python",

@@ -9,7 +9,7 @@ import pytest
 
 from nni_rspnet.arch import build_network, random_arch
 from nni_rspnet.cli import main as cli_main
-from nni_rspnet.config import ConfigError
+from nni_rspnet.errors import ConfigError
 from nni_rspnet.report import load_trials, make_report, pareto_front, resolve_experiment
 
 SMALL = {"name": "small", "num_classes": 4, "stem_channels": 8, "resolutions": [4, 8], "channels": [8, 16],

@@ -15,7 +15,8 @@ from nni.retiarii import fixed_arch
 
 from nni_rspnet.arch import build_network, load_arch
 from nni_rspnet.cli import main
-from nni_rspnet.config import ConfigError, load_section, read_sections
+from nni_rspnet.errors import ConfigError
+from nni_rspnet.schema import load_section, read_sections
 from nni_rspnet.cost import CostTable, build_cost_table
 from nni_rspnet.data import DataConfig
 from nni_rspnet.search import SearchConfig, run_search

@@ -7,7 +7,7 @@ from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMix
 
 from conftest import SPACE_YAMLS
 from nni_rspnet import RSPNetSpace, SpaceConfig, build_network, random_arch
-from nni_rspnet.config import ConfigError
+from nni_rspnet.errors import ConfigError
 
 
 @pytest.mark.parametrize("path", SPACE_YAMLS, ids=os.path.basename)

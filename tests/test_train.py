@@ -77,7 +77,8 @@ def test_poly_schedule_with_warmup():
 
 
 def test_train_config_errors():
-    from nni_rspnet.config import ConfigError, load_section
+    from nni_rspnet.errors import ConfigError
+    from nni_rspnet.schema import load_section
 
     assert load_section(TrainConfig, TINY_YAML, "train").epochs >= 1
     with pytest.raises(ConfigError, match="optimizer"):

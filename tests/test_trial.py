@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from nni_rspnet.arch import ArchError, load_arch, random_arch
-from nni_rspnet.config import ConfigError
+from nni_rspnet.errors import ConfigError
 from nni_rspnet.deploy import load_model
 from nni_rspnet.hpo import export_search_space
 from nni_rspnet.space import SpaceConfig

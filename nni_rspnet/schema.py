@@ -1,15 +1,20 @@
-"""Typed configuration: dataclasses built once from YAML sections and command-line overrides.
+"""The config file format, and typed dataclasses built from plain mappings.
 
-A config file is a YAML mapping of sections (``space``, ``search``, ``train``, ``data``); each
-section is a flat mapping that fills one dataclass. An unknown section or key, or a value of the wrong
-type, is a ``ConfigError`` that names the file and the key.
+A config file is a YAML mapping of sections (``space``, ``search``, ``train``, ``data``); each section
+is a flat mapping that fills one dataclass of the layer that owns it (``SpaceConfig``,
+``SearchConfig``, ``TrainConfig``, ``DataConfig``; ``config.RunConfig`` holds all four). A setting is
+addressed as ``SECTION.KEY`` everywhere: in ``--set SECTION.KEY=VALUE`` overrides and in the keys of a
+tuner's sample, and ``split_key`` is the one parser of that form.
+
+``from_mapping`` builds a dataclass from a mapping: an unknown key, a value of the wrong type, or a
+value the dataclass' own ``validate()`` rejects is a ``ConfigError`` that names where it came from.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import typing
-from typing import Any, Dict, Iterable, Mapping, Optional, Type, TypeVar
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Type, TypeVar
 
 import yaml
 
@@ -20,7 +25,8 @@ T = TypeVar("T")
 SECTIONS = ("space", "search", "train", "data")
 
 
-def _check_type(value: Any, tp: Any, where: str) -> Any:
+def check_type(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked against the type hint ``tp`` (ints are accepted as floats, bools are not ints)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -33,7 +39,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _check_type(value, arg, where)
+                return check_type(value, arg, where)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
@@ -41,28 +47,21 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         inner = args[0] if args else Any
-        return [_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp)
+    if expected is None:
         return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}[tp]
+    if not ok(value):
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    return float(value) if tp is float else value
 
 
 def from_mapping(cls: Type[T], data: Mapping[str, Any], where: str) -> T:
@@ -73,13 +72,12 @@ def from_mapping(cls: Type[T], data: Mapping[str, Any], where: str) -> T:
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - fields)
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected one of {sorted(fields)}")
-    kwargs = {k: _check_type(v, hints[k], f"{where}: {k}") for k, v in data.items()}
-    obj = cls(**kwargs)
+    obj = cls(**{k: check_type(v, hints[k], f"{where}: {k}") for k, v in data.items()})
     validate = getattr(obj, "validate", None)
     if validate is not None:
         try:
@@ -89,6 +87,20 @@ def from_mapping(cls: Type[T], data: Mapping[str, Any], where: str) -> T:
     return obj
 
 
+# --- SECTION.KEY -------------------------------------------------------------------------------------
+
+def split_key(key: str, where: str, form: str = "SECTION.KEY", example: str = "search.arc_lr") -> Tuple[str, str]:
+    """``'search.arc_lr'`` -> ``('search', 'arc_lr')``: the one parser of a setting's address.
+
+    Raises:
+        ConfigError: ``where`` (which names the key), the expected form and an example.
+    """
+    section, dot, name = str(key).strip().partition(".")
+    if not dot or not name or section not in SECTIONS:
+        raise ConfigError(f"{where}: expected {form} with SECTION one of {list(SECTIONS)}, for example {example}")
+    return section, name
+
+
 def parse_overrides(items: Optional[Iterable[str]]) -> Dict[str, Dict[str, Any]]:
     """``['space.layers=3', 'search.epochs=2']`` -> ``{'space': {'layers': 3}, 'search': {'epochs': 2}}``.
 
@@ -96,32 +108,33 @@ def parse_overrides(items: Optional[Iterable[str]]) -> Dict[str, Dict[str, Any]]
     """
     out: Dict[str, Dict[str, Any]] = {}
     for item in items or []:
-        key, sep, raw = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not name:
-            raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, for example space.layers=3")
-        if section not in SECTIONS:
-            raise ConfigError(f"override {item!r}: unknown section {section!r}; expected one of {list(SECTIONS)}")
+        key, sep, raw = str(item).partition("=")
+        if not sep:
+            key = ""  # no value: reported with the form below
+        section, name = split_key(key, f"override {item!r}", "SECTION.KEY=VALUE", "space.layers=3")
         out.setdefault(section, {})[name] = yaml.safe_load(raw)
     return out
 
 
+# --- config files -----------------------------------------------------------------------------------
+
 def read_sections(path: str | os.PathLike, overrides: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
-    """Reads a config file into ``{section: mapping}`` and applies ``SECTION.KEY=VALUE`` overrides."""
+    """Reads a config file into ``{section: mapping}`` (every section, empty where the file has none)
+    and applies ``SECTION.KEY=VALUE`` overrides."""
     path = os.fspath(path)
     data = read_yaml(path, "config file", expected=f"a mapping of sections {list(SECTIONS)}")
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{path}: unknown section {unknown[0]!r}; expected some of {list(SECTIONS)}")
-    sections = {name: dict(data.get(name) or {}) for name in SECTIONS}
-    for name, values in sections.items():
+    for name in SECTIONS:
         if not isinstance(data.get(name) or {}, dict):
             raise ConfigError(f"{path}: section {name!r} must be a mapping")
+    sections = {name: dict(data.get(name) or {}) for name in SECTIONS}
     for section, values in parse_overrides(overrides).items():
         sections[section].update(values)
     return sections
 
 
 def load_section(cls: Type[T], path: str | os.PathLike, section: str, overrides: Optional[Iterable[str]] = None) -> T:
-    """Builds dataclass ``cls`` from one section of the config file at ``path``."""
+    """Builds dataclass ``cls`` from one section of the config file at ``path`` (with overrides)."""
     return from_mapping(cls, read_sections(path, overrides)[section], f"{os.fspath(path)} [{section}]")
