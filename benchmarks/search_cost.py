@@ -58,11 +58,11 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
     import pytorch_lightning as pl
 
-    from nni_rspnet.arch import random_arch
-    from nni_rspnet.path_attention import path_widths
-    from nni_rspnet.space import RSPNetSpace, SpaceConfig
-    from nni_rspnet.strategy import CELL_PREFIX, MACRO_PREFIX, RSPDartsModule
-    from nni_rspnet.train import SegmentationModule
+    from nni_rspnet.space.arch import random_arch
+    from nni_rspnet.search.path_attention import path_widths
+    from nni_rspnet.space.model import RSPNetSpace, SpaceConfig
+    from nni_rspnet.search.strategy import CELL_PREFIX, MACRO_PREFIX, RSPDartsModule
+    from nni_rspnet.seg.train import SegmentationModule
 
     torch.manual_seed(0)
     torch.set_num_threads(spec["threads"])

@@ -29,13 +29,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import nni_rspnet  # noqa: F401
-    from nni_rspnet.arch import build_network, random_arch, save_arch
+    from nni_rspnet.space.arch import build_network, random_arch, save_arch
     from nni_rspnet.schema import from_mapping, read_sections
-    from nni_rspnet.cost import count_macs, count_params
-    from nni_rspnet.data import DataConfig, build_datasets
-    from nni_rspnet.evaluate import evaluate_network
-    from nni_rspnet.space import SpaceConfig
-    from nni_rspnet.train import TrainConfig, train_network
+    from nni_rspnet.search.cost_table import count_macs, count_params
+    from nni_rspnet.seg.data import DataConfig, build_datasets
+    from nni_rspnet.seg.evaluate import evaluate_network
+    from nni_rspnet.space.model import SpaceConfig
+    from nni_rspnet.seg.train import TrainConfig, train_network
 
     sections = read_sections(args.config, args.overrides)
     sections["train"].update(epochs=args.epochs, threads=args.threads)

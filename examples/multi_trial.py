@@ -22,7 +22,7 @@ NNI 2.10.1 pitfalls this script avoids (see NNI_NOTES.md, section 4):
 * NNI's samplers may pick the same input twice for an input choice (``[1, 1]``), which cannot be
   built: ``model_filter=distinct_inputs`` drops such samples before they become failed trials;
 * trial workers import torchvision before anything can patch it for CPU torch:
-  ``retiarii_trial_command_params()`` starts them through ``nni_rspnet.trial``.
+  ``retiarii_trial_command_params()`` starts them through ``nni_rspnet.nnictl.trial``.
 """
 from __future__ import annotations
 
@@ -41,13 +41,13 @@ from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperimen
 from nni.retiarii.strategy import RegularizedEvolution, Random
 
 from nni_rspnet import RSPNetSpace, SpaceConfig, build_network, describe, save_arch, validate
-from nni_rspnet.cost import count_macs, count_params
-from nni_rspnet.data import BuiltinDigits, DataConfig, pad_collate
+from nni_rspnet.search.cost_table import count_macs, count_params
+from nni_rspnet.seg.data import BuiltinDigits, DataConfig, pad_collate
 from nni_rspnet.schema import load_section
-from nni_rspnet.hpo import distinct_inputs
-from nni_rspnet.nnictl import free_port, localhost_node_options
-from nni_rspnet.train import SegmentationModule, TrainConfig
-from nni_rspnet.trial import retiarii_trial_command_params
+from nni_rspnet.nnictl.hpo import distinct_inputs
+from nni_rspnet.nnictl.experiment import free_port, localhost_node_options
+from nni_rspnet.seg.train import SegmentationModule, TrainConfig
+from nni_rspnet.nnictl.trial import retiarii_trial_command_params
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -26,10 +26,10 @@ from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperimen
 
 from nni_rspnet import RSPNetSpace, SpaceConfig, build_network, describe, save_arch
 from nni_rspnet.schema import load_section
-from nni_rspnet.data import DataConfig, build_datasets, build_loaders
-from nni_rspnet.search import SearchConfig, split_for_search
-from nni_rspnet.strategy import TwoStageDarts
-from nni_rspnet.train import SegmentationModule
+from nni_rspnet.seg.data import DataConfig, build_datasets, build_loaders
+from nni_rspnet.search.driver import SearchConfig, split_for_search
+from nni_rspnet.search.strategy import TwoStageDarts
+from nni_rspnet.seg.train import SegmentationModule
 
 
 def parse_args(argv=None) -> argparse.Namespace:

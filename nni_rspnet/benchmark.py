@@ -189,10 +189,10 @@ def _configs(cfg: BenchmarkConfig, path: str, overrides: Sequence[str] = ()):
     quality run see the same images with the same optimiser.
     """
     from .schema import from_mapping, read_sections
-    from .data import DataConfig
-    from .search import SearchConfig
-    from .space import SpaceConfig
-    from .train import TrainConfig
+    from .seg.data import DataConfig
+    from .search.driver import SearchConfig
+    from .space.model import SpaceConfig
+    from .seg.train import TrainConfig
 
     sections = read_sections(path, list(overrides))
     tiny = read_sections(cfg.tiny_config)
@@ -223,9 +223,9 @@ def run_search_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print)
     The Cityscapes space is not searched: its supernet is far beyond a shared 2-core CPU, and even
     its lightest architecture is several times the parameter goal (the latency section shows it).
     """
-    from .arch import build_network
-    from .cost import count_macs, count_params
-    from .search import run_search
+    from .space.arch import build_network
+    from .search.cost_table import count_macs, count_params
+    from .search.driver import run_search
 
     space, search, data, _ = _configs(cfg, cfg.tiny_config)
     out = _search_dir(cfg, "tiny")
@@ -251,7 +251,7 @@ def run_search_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print)
 
 
 def _found_arch(cfg: BenchmarkConfig, name: str) -> Optional[Dict[str, Any]]:
-    from .arch import load_arch
+    from .space.arch import load_arch
 
     path = os.path.join(_search_dir(cfg, name), "arch.json")
     return load_arch(path) if os.path.isfile(path) else None
@@ -416,7 +416,7 @@ def interleaved_latency(models: Dict[str, nn.Module], x: torch.Tensor, rounds: i
 def lightest_arch(config) -> Dict[str, Any]:
     """The cheapest architecture of a space: ``skip_connect`` (else the first op) on every edge, the
     first inputs of every input choice: a lower bound on what a search of that space can return."""
-    from .arch import space_spec
+    from .space.arch import space_spec
 
     return {label: (("skip_connect" if "skip_connect" in c.names else c.names[0]) if c.is_op
                     else list(range(c.n_chosen))) for label, c in space_spec(config).items()}
@@ -424,8 +424,8 @@ def lightest_arch(config) -> Dict[str, Any]:
 
 def _latency_models(cfg: BenchmarkConfig, num_classes: int) -> Tuple[Dict[str, nn.Module], Dict[str, str]]:
     """The networks of the latency table (name -> network, name -> what it is)."""
-    from .arch import build_network, random_arch
-    from .space import SpaceConfig
+    from .space.arch import build_network, random_arch
+    from .space.model import SpaceConfig
 
     models: Dict[str, nn.Module] = {}
     notes: Dict[str, str] = {}
@@ -449,7 +449,7 @@ def _latency_models(cfg: BenchmarkConfig, num_classes: int) -> Tuple[Dict[str, n
 def latency_table(cfg: BenchmarkConfig, size: Sequence[int], device: str = "cpu", threads: Optional[int] = 2,
                   log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Parameters, MACs and interleaved latency of the found networks and the peers at ``size``."""
-    from .cost import count_macs, count_params
+    from .search.cost_table import count_macs, count_params
 
     models, notes = _latency_models(cfg, cfg.latency_classes)
     h, w = int(size[0]), int(size[1])
@@ -481,9 +481,9 @@ def run_latency_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print
 
 def run_quality_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Trains the searched net, random nets of the same space and LR-ASPP with one budget."""
-    from .arch import build_network, random_arch
-    from .cost import count_macs, count_params
-    from .train import train_network
+    from .space.arch import build_network, random_arch
+    from .search.cost_table import count_macs, count_params
+    from .seg.train import train_network
 
     space, _, data, train = _configs(cfg, cfg.tiny_config)
     searched = _found_arch(cfg, "tiny")
@@ -528,7 +528,7 @@ def run_quality_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print
 def _pixel_accuracy(net: nn.Module, data: Any) -> float:
     """Share of labelled validation pixels predicted right (moves before mIoU does: a network still
     predicting mostly background already gets the easy digit pixels)."""
-    from .data import build_datasets, build_loaders
+    from .seg.data import build_datasets, build_loaders
 
     train_set, val_set, _ = build_datasets(data)
     _, loader = build_loaders(data, train_set, val_set, shuffle=False)
@@ -579,7 +579,7 @@ def run_gpu_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print) ->
         log("[gpu] not measured: no CUDA device on this machine")
         return {"measured": False, "why": "no CUDA device on this machine (torch.cuda.is_available() is False)"}
     from .schema import load_section, read_sections
-    from .search import SearchConfig
+    from .search.driver import SearchConfig
 
     table = latency_table(cfg, cfg.gpu_size, "cuda", None, log)
     cost = run_search_cost_section(cfg, "cuda", log)
@@ -842,7 +842,7 @@ def _note_search(r: Dict[str, Any], results: Dict[str, Any]) -> str:
     run = r.get("runs", {}).get("tiny")
     if not run:
         return ""
-    from .space import SpaceConfig
+    from .space.model import SpaceConfig
 
     sc = SpaceConfig.from_yaml(os.path.join(ROOT, run["config"]))
     return (f"What was searched: the {sc.name} space (`{run['config']}`: {sc.layers} layers over resolutions "

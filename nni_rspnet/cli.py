@@ -38,9 +38,9 @@ def _args_space(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_space(args: argparse.Namespace) -> int:
-    from .arch import build_network, random_arch, search_space_size_log10, space_spec
-    from .cost import count_macs, count_params
-    from .space import RSPNetSpace, SpaceConfig
+    from .space.arch import build_network, random_arch, search_space_size_log10, space_spec
+    from .search.cost_table import count_macs, count_params
+    from .space.model import RSPNetSpace, SpaceConfig
 
     cfg = SpaceConfig.from_yaml(args.config, args.overrides)
     spec = space_spec(cfg)
@@ -83,8 +83,8 @@ def _cmd_export_search_space(args: argparse.Namespace) -> int:
     import json
 
     from .errors import ConfigError
-    from .hpo import write_search_space
-    from .space import SpaceConfig
+    from .nnictl.hpo import write_search_space
+    from .space.model import SpaceConfig
 
     cfg = SpaceConfig.from_yaml(args.config, args.overrides)
     try:
@@ -105,7 +105,7 @@ def _args_report(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import make_report
+    from .nnictl.report import make_report
 
     print(make_report(args.experiment, args.out).text())
     return 0
@@ -120,7 +120,7 @@ def _add_data_arg(p: argparse.ArgumentParser) -> None:
 
 def _data_config(args: argparse.Namespace):
     from .schema import from_mapping, read_sections
-    from .data import DataConfig
+    from .seg.data import DataConfig
 
     sections = read_sections(args.config, args.overrides)
     if args.data:
@@ -140,7 +140,7 @@ def _args_data(p: argparse.ArgumentParser) -> None:
 def _cmd_data(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .data import build_datasets, save_preview
+    from .seg.data import build_datasets, save_preview
 
     cfg = _data_config(args)
     if args.verify:
@@ -177,11 +177,11 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .arch import build_network, load_arch
+    from .space.arch import build_network, load_arch
     from .errors import ConfigError
     from .schema import from_mapping, read_sections
-    from .space import SpaceConfig
-    from .train import TrainConfig, train_network
+    from .space.model import SpaceConfig
+    from .seg.train import TrainConfig, train_network
 
     sections = read_sections(args.config, args.overrides)
     for key, value in (("epochs", args.epochs), ("devices", args.devices), ("strategy", args.strategy)):
@@ -190,7 +190,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     space = from_mapping(SpaceConfig, sections["space"], f"{args.config} [space]")
     train_cfg = from_mapping(TrainConfig, sections["train"], f"{args.config} [train]")
     data_cfg = _data_config(args)
-    from .data import build_datasets
+    from .seg.data import build_datasets
 
     classes = build_datasets(data_cfg)[2]
     if len(classes) != space.num_classes:
@@ -230,9 +230,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import os
 
     from .errors import ConfigError
-    from .data import make_dataset
-    from .deploy import load_checkpoint, load_model
-    from .evaluate import evaluate_network, iou_table_markdown
+    from .seg.data import make_dataset
+    from .seg.deploy import load_checkpoint, load_model
+    from .seg.evaluate import evaluate_network, iou_table_markdown
 
     _set_threads(args.threads)
     data_cfg = _data_config(args)
@@ -268,7 +268,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .deploy import export_onnx, export_torchscript, load_checkpoint, load_model
+    from .seg.deploy import export_onnx, export_torchscript, load_checkpoint, load_model
 
     meta = load_checkpoint(args.checkpoint).get("meta") or {}
     net = load_model(args.checkpoint)
@@ -297,7 +297,7 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .deploy import predict_folder
+    from .seg.deploy import predict_folder
 
     _set_threads(args.threads)
     written = predict_folder(args.model, args.input, args.out, args.device, args.overlay)
@@ -328,8 +328,8 @@ def _search_configs(args: argparse.Namespace):
     from .errors import ConfigError
 
     from .schema import from_mapping, read_sections
-    from .search import SearchConfig
-    from .space import SpaceConfig
+    from .search.driver import SearchConfig
+    from .space.model import SpaceConfig
 
     sections = read_sections(args.config, args.overrides)
     search = sections["search"]
@@ -347,10 +347,10 @@ def _search_configs(args: argparse.Namespace):
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .arch import describe
+    from .space.arch import describe
     from .errors import ConfigError
-    from .data import build_datasets
-    from .search import run_search
+    from .seg.data import build_datasets
+    from .search.driver import run_search
 
     space, search_cfg = _search_configs(args)
     data_cfg = _data_config(args)
@@ -392,8 +392,8 @@ def _args_latency_table(p: argparse.ArgumentParser) -> None:
 
 def _cmd_latency_table(args: argparse.Namespace) -> int:
     from .errors import ConfigError
-    from .cost import build_cost_table
-    from .space import SpaceConfig
+    from .search.cost_table import build_cost_table
+    from .space.model import SpaceConfig
 
     if min(args.input_size) < 1 or args.repeats < 1:
         raise ConfigError(f"--input-size must be positive and --repeats >= 1, got {args.input_size}, {args.repeats}")

@@ -50,16 +50,16 @@ def run_demo(out_dir: str = "runs/demo", config: str = "search_spaces/tiny.yaml"
     """
     import torch
 
-    from .arch import build_network, describe
+    from .space.arch import build_network, describe
     from .schema import from_mapping, read_sections
-    from .cost import count_macs, count_params, measure_latency
-    from .data import DataConfig, build_datasets, save_preview
-    from .deploy import export_onnx, export_torchscript, load_model
-    from .draw import draw_architecture
-    from .evaluate import evaluate_network
-    from .search import SearchConfig, run_search
-    from .space import SpaceConfig
-    from .train import TrainConfig, train_network
+    from .search.cost_table import count_macs, count_params, measure_latency
+    from .seg.data import DataConfig, build_datasets, save_preview
+    from .seg.deploy import export_onnx, export_torchscript, load_model
+    from .space.draw import draw_architecture
+    from .seg.evaluate import evaluate_network
+    from .search.driver import SearchConfig, run_search
+    from .space.model import SpaceConfig
+    from .seg.train import TrainConfig, train_network
 
     started = time.time()
     overrides = DEMO_PRESETS[fast] + list(overrides or [])

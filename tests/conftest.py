@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
 
 import nni_rspnet  # noqa: E402,F401  (patches torchvision before anything imports it)
-from nni_rspnet.space import SpaceConfig  # noqa: E402
+from nni_rspnet.space.model import SpaceConfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE_YAMLS = sorted(os.path.join(ROOT, "search_spaces", f) for f in os.listdir(os.path.join(ROOT, "search_spaces"))

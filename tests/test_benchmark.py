@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import nni_rspnet  # noqa: F401  (patches torchvision)
-from nni_rspnet.arch import random_arch, save_arch
+from nni_rspnet.space.arch import random_arch, save_arch
 from nni_rspnet.benchmark import (SECTIONS, BenchmarkConfig, _parse_markdown_tables, goals, interleaved_latency,
                                   lightest_arch, load_results, machine_info, project_search_hours, render_page,
                                   run_benchmark, store_result, torchvision_peer)
-from nni_rspnet.search import SearchConfig
+from nni_rspnet.search.driver import SearchConfig
 from nni_rspnet.cli import main
-from nni_rspnet.space import SpaceConfig
+from nni_rspnet.space.model import SpaceConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,8 +141,8 @@ def test_projection_counts_steps_and_epochs():
 
 
 def test_lightest_arch_is_valid_and_lightest():
-    from nni_rspnet.arch import build_network, validate
-    from nni_rspnet.cost import count_params
+    from nni_rspnet.space.arch import build_network, validate
+    from nni_rspnet.search.cost_table import count_params
 
     space = SpaceConfig.from_yaml(os.path.join(ROOT, "search_spaces", "tiny.yaml"))
     arch = validate(lightest_arch(space), space)

@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 
-from nni_rspnet.arch import build_network, random_arch, space_spec
-from nni_rspnet.macro import trellis_nodes
-from nni_rspnet.cost import (CostTable, ResourcePenalty, build_cost_table, count_macs, count_params, measure_cost,
+from nni_rspnet.space.arch import build_network, random_arch, space_spec
+from nni_rspnet.space.macro import trellis_nodes
+from nni_rspnet.search.cost_table import (CostTable, ResourcePenalty, build_cost_table, count_macs, count_params, measure_cost,
                              measure_latency)
 
 
 @pytest.fixture(scope="module")
 def table_and_cfg():
-    from nni_rspnet.space import SpaceConfig
+    from nni_rspnet.space.model import SpaceConfig
 
     cfg = SpaceConfig(name="test", num_classes=5, stem_channels=8, resolutions=[4, 8], channels=[8, 16], layers=3,
                       paths_per_node=2, skip_paths=True, cell_nodes=3, ops=["skip_connect", "sep_conv_3x3", "zoomed_conv"],

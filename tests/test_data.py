@@ -11,7 +11,7 @@ from PIL import Image
 import nni_rspnet  # noqa: F401
 from nni_rspnet.errors import ConfigError
 from nni_rspnet.schema import from_mapping
-from nni_rspnet.data import (IGNORE_INDEX, BuiltinDigits, CityscapesDataset, DataConfig, DataError, FolderDataset,
+from nni_rspnet.seg.data import (IGNORE_INDEX, BuiltinDigits, CityscapesDataset, DataConfig, DataError, FolderDataset,
                              VOCDataset, _digit_split, build_datasets, build_transform, generate_builtin,
                              pad_collate, palette, save_preview)
 

@@ -7,12 +7,12 @@ import torch
 from PIL import Image
 
 import nni_rspnet  # noqa: F401
-from nni_rspnet.arch import build_network, random_arch
+from nni_rspnet.space.arch import build_network, random_arch
 from nni_rspnet.cli import main
-from nni_rspnet.data import DataError
-from nni_rspnet.deploy import (ModelFileError, Predictor, export_onnx, export_torchscript, load_checkpoint,
+from nni_rspnet.seg.data import DataError
+from nni_rspnet.seg.deploy import (ModelFileError, Predictor, export_onnx, export_torchscript, load_checkpoint,
                                load_model, model_meta, predict_folder, save_model)
-from nni_rspnet.space import SpaceConfig
+from nni_rspnet.space.model import SpaceConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["space.layers=2", "space.channels=[8,16,16]", "space.stem_channels=8", "space.head_channels=16"]

@@ -1,5 +1,5 @@
 from nni_rspnet import random_arch
-from nni_rspnet.draw import draw_architecture, draw_cell, draw_trellis
+from nni_rspnet.space.draw import draw_architecture, draw_cell, draw_trellis
 
 
 def test_pictures_are_written_atomically(tiny_cfg, tmp_path):

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_rspnet import nnictl
-from nni_rspnet.arch import build_network, load_arch
-from nni_rspnet.space import SpaceConfig
+from nni_rspnet.nnictl import experiment as nnictl
+from nni_rspnet.space.arch import build_network, load_arch
+from nni_rspnet.space.model import SpaceConfig
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_multi_trial_example(tmp_path, strategy):
     assert arch == summary["arch"]
     assert build_network(cfg, arch)(torch.randn(1, 3, 32, 64)).shape == (1, 11, 32, 64)
     # Both trials ran to the end with a final mIoU (from training, not from a sanity check).
-    from nni_rspnet.report import load_trials
+    from nni_rspnet.nnictl.report import load_trials
 
     trials = load_trials(tmp_path / "nni-experiments" / summary["experiment_id"])
     assert [t.status for t in trials] == ["SUCCEEDED", "SUCCEEDED"]

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from nni_rspnet.schema import from_mapping
-from nni_rspnet.data import DataConfig
-from nni_rspnet.hpo import check_search_space_matches, split_sample
-from nni_rspnet.search import SearchConfig
-from nni_rspnet.space import SpaceConfig
-from nni_rspnet.train import TrainConfig
-from nni_rspnet.trial import build_parser, resolve_sections
+from nni_rspnet.seg.data import DataConfig
+from nni_rspnet.nnictl.hpo import check_search_space_matches, split_sample
+from nni_rspnet.search.driver import SearchConfig
+from nni_rspnet.space.model import SpaceConfig
+from nni_rspnet.seg.train import TrainConfig
+from nni_rspnet.nnictl.trial import build_parser, resolve_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "experiment_configs").glob("*.yml"))
@@ -38,7 +38,7 @@ def test_config_is_valid_and_every_tuner_sample_fits(path):
     assert cfg.assessor.name == "Medianstop" and cfg.assessor.class_args["optimize_mode"] == "maximize"
     assert Path(cfg.trial_code_directory) == ROOT
     argv = shlex.split(cfg.trial_command)
-    assert argv[:3] == ["python3", "-m", "nni_rspnet.trial"]
+    assert argv[:3] == ["python3", "-m", "nni_rspnet.nnictl.trial"]
     args = build_parser().parse_args(argv[3:])
     assert (ROOT / args.config).is_file()
 

@@ -36,7 +36,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
 
 
 def test_lightning_checkpoints_are_written_by_fileio(tmp_path):
-    from nni_rspnet.train import AtomicCheckpointIO
+    from nni_rspnet.seg.train import AtomicCheckpointIO
 
     umask = os.umask(0o022)
     try:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_rspnet.arch import ArchError, build_network, space_spec
+from nni_rspnet.space.arch import ArchError, build_network, space_spec
 from nni_rspnet.cli import main as cli_main
 from nni_rspnet.errors import ConfigError
-from nni_rspnet.hpo import (check_search_space_matches, export_search_space, load_search_space, sample_to_arch,
+from nni_rspnet.nnictl.hpo import (check_search_space_matches, export_search_space, load_search_space, sample_to_arch,
                             split_sample, write_search_space)
-from nni_rspnet.space import SpaceConfig
+from nni_rspnet.space.model import SpaceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"name": "small", "num_classes": 4, "stem_channels": 8, "resolutions": [4, 8], "channels": [8, 16],

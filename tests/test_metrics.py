@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import nni_rspnet  # noqa: F401  (patches torchvision before torchmetrics imports it)
-from nni_rspnet.metrics import SegMetric, confusion_matrix, iou_from_confusion, mean_iou
+from nni_rspnet.seg.metrics import SegMetric, confusion_matrix, iou_from_confusion, mean_iou
 
 
 def _random_case(seed: int, num_classes: int = 7):

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_rspnet import nnictl
-from nni_rspnet.arch import build_network, load_arch
-from nni_rspnet.hpo import write_search_space
-from nni_rspnet.report import make_report
-from nni_rspnet.space import SpaceConfig
+from nni_rspnet.nnictl import experiment as nnictl
+from nni_rspnet.space.arch import build_network, load_arch
+from nni_rspnet.nnictl.hpo import write_search_space
+from nni_rspnet.nnictl.report import make_report
+from nni_rspnet.space.model import SpaceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("NNI_RSPNET_ARTIFACTS", ROOT / ".artifacts"))
@@ -70,7 +70,7 @@ def test_prepare_config_resolves_paths_and_overrides(tmp_path):
     assert data["trialCodeDirectory"] == str(ROOT)
     assert data["searchSpaceFile"] == str(ROOT / "search_spaces" / "tiny_arch.json")
     assert data["experimentWorkingDirectory"] == str(tmp_path / "work")
-    assert data["trialCommand"].startswith("/opt/py/bin/python -m nni_rspnet.trial --stage arch")
+    assert data["trialCommand"].startswith("/opt/py/bin/python -m nni_rspnet.nnictl.trial --stage arch")
     assert data["trialCommand"].endswith(" --set 'space.ops=[a, b]'")  # quoted for the trial's shell
     assert data["maxTrialNumber"] == 2 and "assessor" not in data
     (tmp_path / "bad.yml").write_text("trialCommand: [unclosed")

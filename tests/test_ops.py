@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from nni_rspnet.ops import OPS, build_op
+from nni_rspnet.space.ops import OPS, build_op
 
 
 @pytest.mark.parametrize("name", sorted(OPS))

@@ -9,9 +9,9 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.retiarii import fixed_arch
 from nni.retiarii.evaluator.pytorch import LightningModule
 
-from nni_rspnet.choices import FixedInputs, PathChoice
-from nni_rspnet.path_attention import PathAttention, mean_attention, path_widths, top_k
-from nni_rspnet.space import RSPNet
+from nni_rspnet.space.choices import FixedInputs, PathChoice
+from nni_rspnet.search.path_attention import PathAttention, mean_attention, path_widths, top_k
+from nni_rspnet.space.model import RSPNet
 
 
 

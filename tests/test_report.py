@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from nni_rspnet.arch import build_network, random_arch
+from nni_rspnet.space.arch import build_network, random_arch
 from nni_rspnet.cli import main as cli_main
 from nni_rspnet.errors import ConfigError
-from nni_rspnet.report import load_trials, make_report, pareto_front, resolve_experiment
+from nni_rspnet.nnictl.report import load_trials, make_report, pareto_front, resolve_experiment
 
 SMALL = {"name": "small", "num_classes": 4, "stem_channels": 8, "resolutions": [4, 8], "channels": [8, 16],
          "layers": 2, "paths_per_node": 1, "cell_nodes": 2, "head_channels": 8,
@@ -129,7 +129,7 @@ def test_make_report_writes_table_front_and_best_arch(tmp_path):
 
 
 def test_best_trial_tie_goes_to_the_cheaper(tmp_path):
-    from nni_rspnet.report import TrialRecord, best_trial
+    from nni_rspnet.nnictl.report import TrialRecord, best_trial
 
     a = TrialRecord("a", 0, "SUCCEEDED", final={"default": 0.5, "latency_ms": 9.0})
     b = TrialRecord("b", 1, "SUCCEEDED", final={"default": 0.5, "latency_ms": 4.0})

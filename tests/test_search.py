@@ -13,14 +13,14 @@ import torch
 
 from nni.retiarii import fixed_arch
 
-from nni_rspnet.arch import build_network, load_arch
+from nni_rspnet.space.arch import build_network, load_arch
 from nni_rspnet.cli import main
 from nni_rspnet.errors import ConfigError
 from nni_rspnet.schema import load_section, read_sections
-from nni_rspnet.cost import CostTable, build_cost_table
-from nni_rspnet.data import DataConfig
-from nni_rspnet.search import SearchConfig, run_search
-from nni_rspnet.space import RSPNetSpace, SpaceConfig
+from nni_rspnet.search.cost_table import CostTable, build_cost_table
+from nni_rspnet.seg.data import DataConfig
+from nni_rspnet.search.driver import SearchConfig, run_search
+from nni_rspnet.space.model import RSPNetSpace, SpaceConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "search_spaces", "tiny.yaml")

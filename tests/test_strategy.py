@@ -18,9 +18,9 @@ from nni.retiarii.evaluator.pytorch import DataLoader, Lightning, LightningModul
 from nni.retiarii.experiment.pytorch import RetiariiExperiment, RetiariiExeConfig
 from nni.retiarii.nn.pytorch import LayerChoice
 
-from nni_rspnet.choices import FixedInputs, PathChoice
-from nni_rspnet.path_attention import PathAttention
-from nni_rspnet.strategy import FrozenChoice, RSPDartsModule, TwoStageDarts
+from nni_rspnet.space.choices import FixedInputs, PathChoice
+from nni_rspnet.search.path_attention import PathAttention
+from nni_rspnet.search.strategy import FrozenChoice, RSPDartsModule, TwoStageDarts
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 import nni_rspnet  # noqa: F401
-from nni_rspnet.arch import build_network, random_arch, save_arch
-from nni_rspnet.data import DataConfig, build_datasets
-from nni_rspnet.deploy import load_checkpoint, load_model
-from nni_rspnet.evaluate import evaluate_network, infer
-from nni_rspnet.space import SpaceConfig
-from nni_rspnet.train import (SegmentationModule, TrainConfig, distillation_loss, poly_warmup_factor,
+from nni_rspnet.space.arch import build_network, random_arch, save_arch
+from nni_rspnet.seg.data import DataConfig, build_datasets
+from nni_rspnet.seg.deploy import load_checkpoint, load_model
+from nni_rspnet.seg.evaluate import evaluate_network, infer
+from nni_rspnet.space.model import SpaceConfig
+from nni_rspnet.seg.train import (SegmentationModule, TrainConfig, distillation_loss, poly_warmup_factor,
                               segmentation_loss, train_network)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -264,7 +264,7 @@ def test_cli_evaluate_on_a_cityscapes_tree(tmp_path, capsys):
     from test_data import make_cityscapes
 
     from nni_rspnet.cli import main
-    from nni_rspnet.deploy import save_model
+    from nni_rspnet.seg.deploy import save_model
 
     root = make_cityscapes(str(tmp_path / "cs"))
     space = SpaceConfig.from_yaml(TINY_YAML, TINY + ["space.num_classes=19"])

@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
-from nni_rspnet.arch import ArchError, load_arch, random_arch
+from nni_rspnet.space.arch import ArchError, load_arch, random_arch
 from nni_rspnet.errors import ConfigError
-from nni_rspnet.deploy import load_model
-from nni_rspnet.hpo import export_search_space
-from nni_rspnet.space import SpaceConfig
-from nni_rspnet.trial import main, relay_reports, resolve_sections, run_trial
+from nni_rspnet.seg.deploy import load_model
+from nni_rspnet.nnictl.hpo import export_search_space
+from nni_rspnet.space.model import SpaceConfig
+from nni_rspnet.nnictl.trial import main, relay_reports, resolve_sections, run_trial
 
 SPACE = {"name": "trial-test", "num_classes": 11, "stem_channels": 8, "resolutions": [4, 8], "channels": [8, 16],
          "layers": 2, "paths_per_node": 1, "skip_paths": False, "cell_nodes": 2, "head_channels": 8,

@@ -41,7 +41,7 @@ from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMix
 from nni.nas.strategy.base import BaseStrategy
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
-from .choices import FixedInputs
+from ..space.choices import FixedInputs
 from .path_attention import ArchParamsMixin, PathAttention, path_widths
 
 _log = logging.getLogger(__name__)

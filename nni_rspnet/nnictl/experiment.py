@@ -26,8 +26,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import yaml
 
-from .errors import ConfigError, NniError
-from .fileio import atomic_write_text, read_yaml
+from ..errors import ConfigError, NniError
+from ..fileio import atomic_write_text, read_yaml
 
 # Statuses after which an experiment schedules no more work.
 FINISHED_STATUSES = ("DONE", "STOPPED", "ERROR", "NO_MORE_TRIAL")
@@ -219,7 +219,7 @@ def launch(config: Union[str, os.PathLike], port: int, working_dir: Union[str, o
     working_dir = Path(working_dir)
     working_dir.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ if env is None else env)
-    # Trials run `python -m nni_rspnet.trial` through the shell: this interpreter's folder comes first.
+    # Trials run `python -m nni_rspnet.nnictl.trial` through the shell: this interpreter's folder comes first.
     full_env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), full_env.get("PATH", "")])
     full_env["NODE_OPTIONS"] = " ".join(filter(None, [full_env.get("NODE_OPTIONS", ""),
                                                        localhost_node_options(working_dir)]))

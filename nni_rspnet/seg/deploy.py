@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fileio import atomic_path, save_torch
-from .errors import DataError, ModelFileError
+from ..fileio import atomic_path, save_torch
+from ..errors import DataError, ModelFileError
 
 FORMAT = "nni-rspnet-model/1"
 
@@ -73,7 +73,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
 
 def load_model(path: str, device: Union[str, torch.device] = "cpu") -> nn.Module:
     """Rebuilds the network of a ``model.pt`` and loads its weights (eval mode, on ``device``)."""
-    from .arch import build_network
+    from ..space.arch import build_network
 
     payload = load_checkpoint(path)
     net = build_network(payload["space"], payload["arch"])

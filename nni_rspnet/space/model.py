@@ -16,9 +16,9 @@ from typing import Any, Iterable, List, Mapping, Optional, Union
 
 from nni.retiarii import model_wrapper
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
-from .schema import from_mapping, load_section
+from ..schema import from_mapping, load_section
 from .macro import RESOLUTIONS, Trellis
 from .ops import OPS
 

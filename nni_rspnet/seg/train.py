@@ -24,7 +24,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from nni.retiarii.evaluator.pytorch import LightningModule
 from torch import nn
 
-from .fileio import atomic_write_text, save_figure, save_torch, write_json
+from ..fileio import atomic_write_text, save_figure, save_torch, write_json
 from .metrics import IGNORE_INDEX, SegMetric
 
 OPTIMIZERS = ("sgd", "adamw")

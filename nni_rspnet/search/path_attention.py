@@ -33,7 +33,7 @@ from torch import nn
 from nni.common.hpo_utils import ParameterSpec
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 
-from .choices import PathChoice
+from ..space.choices import PathChoice
 
 ARCH_PARAM_PREFIX = "_arch_alpha"
 
@@ -183,8 +183,8 @@ def path_widths(config: Any) -> Dict[str, int]:
     Args:
         config: a ``SpaceConfig`` (or anything ``space.as_space_config`` accepts).
     """
-    from .macro import trellis_nodes
-    from .space import as_space_config
+    from ..space.macro import trellis_nodes
+    from ..space.model import as_space_config
 
     cfg = as_space_config(config)
     return {spec.label(cfg.resolutions): cfg.channels[spec.res]

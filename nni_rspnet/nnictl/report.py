@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .fileio import atomic_write_text, read_json, save_figure, write_json
-from .errors import ArchError, ConfigError
+from ..fileio import atomic_write_text, read_json, save_figure, write_json
+from ..errors import ArchError, ConfigError
 
 NNI_HOME = Path("~/nni-experiments").expanduser()
 
@@ -276,7 +276,7 @@ class Report:
 
     def text(self) -> str:
         """The report as printed by ``nni-rspnet report``."""
-        from .arch import describe
+        from ..space.arch import describe
 
         lines = [f"experiment {self.folder} : {len(self.trials)} trials", "", format_table(self.trials, self.front),
                  "", f"Pareto front (mIoU vs {self.cost}): {', '.join(self.front) or '-'}"]

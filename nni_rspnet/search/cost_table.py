@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import ConfigError
-from .fileio import read_json, write_json
+from ..errors import ConfigError
+from ..fileio import read_json, write_json
 
 
 def count_params(module: nn.Module, exclude: Sequence[str] = ("aux_heads",)) -> int:
@@ -274,9 +274,9 @@ def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu"
     """
     from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
-    from .cell import Cell
-    from .macro import TrellisNode
-    from .space import RSPNet, as_space_config
+    from ..space.cell import Cell
+    from ..space.macro import TrellisNode
+    from ..space.model import RSPNet, as_space_config
 
     cfg = as_space_config(config)
     h, w = int(input_size[0]), int(input_size[1])
@@ -366,7 +366,7 @@ def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu"
     if latency:
         # Latency does not add up like MACs (the plain supernet also pays NNI's warnings), so the
         # fixed part is measured on a real network: a reference architecture minus its choices.
-        from .arch import build_network
+        from ..space.arch import build_network
 
         ref = {label: (spec["candidates"][0] if spec["candidates"] else list(range(spec["n_chosen"])))
                for label, spec in choices.items()}

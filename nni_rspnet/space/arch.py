@@ -21,9 +21,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
-from .errors import ArchError
-from .fileio import read_json, write_json
-from .space import RSPNet, SpaceConfig, as_space_config
+from ..errors import ArchError
+from ..fileio import read_json, write_json
+from .model import RSPNet, SpaceConfig, as_space_config
 
 Arch = Dict[str, Any]
 

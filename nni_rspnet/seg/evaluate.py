@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fileio import atomic_path, atomic_write_text, write_json
+from ..fileio import atomic_path, atomic_write_text, write_json
 from .metrics import IGNORE_INDEX, SegMetric
 
 MODES = ("whole", "slide")

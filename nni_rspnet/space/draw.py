@@ -6,9 +6,9 @@ import os
 from typing import Any, Dict, Mapping, Optional, Union
 
 from .arch import space_spec
-from .fileio import save_figure
+from ..fileio import save_figure
 from .macro import trellis_nodes
-from .space import as_space_config
+from .model import as_space_config
 
 _OP_COLOURS = {
     "skip_connect": "#7f7f7f", "conv_3x3": "#d62728", "sep_conv_3x3": "#1f77b4", "sep_conv_5x5": "#17becf",

@@ -23,11 +23,11 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
 
-from .arch import build_network, save_arch, validate
-from .fileio import save_torch, write_json
-from .errors import ConfigError
-from .schema import from_mapping, load_section
-from .space import SpaceConfig
+from ..space.arch import build_network, save_arch, validate
+from ..fileio import save_torch, write_json
+from ..errors import ConfigError
+from ..schema import from_mapping, load_section
+from ..space.model import SpaceConfig
 
 EpochCallback = Callable[[Dict[str, Any]], None]
 
@@ -216,11 +216,11 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any,
     from nni.retiarii.evaluator.pytorch import Lightning, Trainer
     from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperiment
 
-    from .cost import CostTable, ResourcePenalty, build_cost_table, measure_cost
-    from .data import build_datasets, build_loaders
-    from .space import RSPNetSpace
+    from .cost_table import CostTable, ResourcePenalty, build_cost_table, measure_cost
+    from ..seg.data import build_datasets, build_loaders
+    from ..space.model import RSPNetSpace
     from .strategy import CELL_PREFIX, TwoStageDarts
-    from .train import SegmentationModule
+    from ..seg.train import SegmentationModule
 
     out = os.fspath(out_dir)
     os.makedirs(out, exist_ok=True)

@@ -13,10 +13,10 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from .arch import Arch, ArchError, space_spec, validate
-from .fileio import atomic_write_text, read_json
-from .errors import ConfigError
-from .schema import split_key
+from ..space.arch import Arch, ArchError, space_spec, validate
+from ..fileio import atomic_write_text, read_json
+from ..errors import ConfigError
+from ..schema import split_key
 
 SearchSpace = Dict[str, Dict[str, Any]]
 

@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .errors import DataError
-from .fileio import save_figure
+from ..errors import DataError
+from ..fileio import save_figure
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

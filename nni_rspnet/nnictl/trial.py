@@ -1,4 +1,4 @@
-"""The nnictl trial: ``python -m nni_rspnet.trial --stage {cell,macro,arch} --config search_spaces/tiny.yaml``.
+"""The nnictl trial: ``python -m nni_rspnet.nnictl.trial --stage {cell,macro,arch} --config search_spaces/tiny.yaml``.
 
 NNI 2.10.1 runs only HPO experiments from YAML, so each trial of ``experiment_configs/*.yml`` runs one
 piece of our pipeline with the parameters its tuner drew:
@@ -28,9 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .schema import from_mapping, read_sections
-from .errors import ConfigError, UserError
-from .fileio import write_json
+from ..schema import from_mapping, read_sections
+from ..errors import ConfigError, UserError
+from ..fileio import write_json
 
 STAGES = ("cell", "macro", "arch")
 
@@ -92,7 +92,7 @@ def _search(stage: str, space_cfg, sections: Dict[str, Dict[str, Any]], data_cfg
     experiment keeps the path stage short with ``--set search.stage2_epochs=1``), so the assessor
     compares cell searches with cell searches.
     """
-    from .search import SearchConfig, run_search
+    from ..search.driver import SearchConfig, run_search
 
     search_cfg = from_mapping(SearchConfig, sections["search"], _where(config, "search", tuned))
     nni = _nni()
@@ -127,11 +127,11 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     Returns:
         The final metric dict: ``default`` (val mIoU after retraining), ``params``, ``macs``, ``latency_ms``.
     """
-    from .arch import build_network, random_arch, save_arch, validate
-    from .cost import measure_cost
-    from .data import DataConfig
-    from .space import SpaceConfig
-    from .train import TrainConfig, train_network
+    from ..space.arch import build_network, random_arch, save_arch, validate
+    from ..search.cost_table import measure_cost
+    from ..seg.data import DataConfig
+    from ..space.model import SpaceConfig
+    from ..seg.train import TrainConfig, train_network
 
     if stage not in STAGES:
         raise ConfigError(f"--stage must be one of {list(STAGES)}, got {stage!r}")
@@ -172,7 +172,7 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     if miou is None:
         raise RuntimeError(f"{out / 'train'}: retraining ran no validation epoch (train.epochs = {train_cfg.epochs})")
     # The weights that were validated (the EMA copy when train.ema_decay > 0), as train_network saved them.
-    from .deploy import load_model
+    from ..seg.deploy import load_model
 
     net = load_model(trained["model_path"], device="cpu")
     size = data_cfg.crop_size or data_cfg.image_size
@@ -191,8 +191,8 @@ def _export(net, arch: Dict[str, Any], space_cfg, probs: Optional[Dict[str, Any]
             out: Path) -> None:
     """The scripted network, ``model.pt`` beside it, and the picture of the architecture."""
 
-    from .deploy import export_torchscript
-    from .draw import draw_architecture
+    from ..seg.deploy import export_torchscript
+    from ..space.draw import draw_architecture
 
     export_torchscript(net, os.fspath(out / "model_scripted.pt"),
                        meta={"space": space_cfg.to_dict(), "arch": arch, "val_miou": trained["val_miou"]})
@@ -216,12 +216,12 @@ def retiarii_trial_command_params() -> Dict[str, str]:
     Lightning, hence torchvision, before anything could patch torchvision for CPU torch (see
     ENVIRONMENT.md), and the worker dies. With ``config._trial_command_params =
     retiarii_trial_command_params()`` (the hook NNI's ``RetiariiExeConfig`` fills its command template
-    from) the worker runs ``python -m nni_rspnet.trial -m nni.retiarii.trial_entry py``: the package is
+    from) the worker runs ``python -m nni_rspnet.nnictl.trial -m nni.retiarii.trial_entry py``: the package is
     imported first, then NNI's entry point runs unchanged.
     """
     import shlex
 
-    return {"python": f"{shlex.quote(sys.executable)} -m nni_rspnet.trial"}
+    return {"python": f"{shlex.quote(sys.executable)} -m nni_rspnet.nnictl.trial"}
 
 
 def _run_retiarii_entry(argv: Sequence[str]) -> int:
@@ -233,7 +233,7 @@ def _run_retiarii_entry(argv: Sequence[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nni_rspnet.trial", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m nni_rspnet.nnictl.trial", description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=STAGES, required=True, help="what the trial runs")
     parser.add_argument("--config", default="search_spaces/tiny.yaml", help="YAML with space/search/train/data")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -255,7 +255,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         final = run_trial(args.stage, args.config, args.overrides, sample or None, args.out, args.device, args.seed,
                           report=nni.report_final_result)
     except UserError as err:
-        print(f"nni_rspnet.trial: error: {err}", file=sys.stderr)
+        print(f"nni_rspnet.nnictl.trial: error: {err}", file=sys.stderr)
         return 2
     print(f"final result: {json.dumps(final)}")
     return 0
