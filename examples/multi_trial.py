@@ -42,7 +42,8 @@ from nni.retiarii.strategy import RegularizedEvolution, Random
 
 from nni_rspnet import RSPNetSpace, SpaceConfig, build_network, describe, save_arch, validate
 from nni_rspnet.search.cost_table import count_macs, count_params
-from nni_rspnet.seg.data import BuiltinDigits, DataConfig, pad_collate
+from nni_rspnet.seg.builtin import BuiltinDigits
+from nni_rspnet.seg.data import DataConfig, pad_collate
 from nni_rspnet.schema import load_section
 from nni_rspnet.nnictl.hpo import distinct_inputs
 from nni_rspnet.nnictl.experiment import free_port, localhost_node_options

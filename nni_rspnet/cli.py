@@ -140,7 +140,8 @@ def _args_data(p: argparse.ArgumentParser) -> None:
 def _cmd_data(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .seg.data import build_datasets, save_preview
+    from .seg.data import build_datasets
+    from .seg.visual import save_preview
 
     cfg = _data_config(args)
     if args.verify:

@@ -11,9 +11,13 @@ from PIL import Image
 import nni_rspnet  # noqa: F401
 from nni_rspnet.errors import ConfigError
 from nni_rspnet.schema import from_mapping
-from nni_rspnet.seg.data import (IGNORE_INDEX, BuiltinDigits, CityscapesDataset, DataConfig, DataError, FolderDataset,
-                             VOCDataset, _digit_split, build_datasets, build_transform, generate_builtin,
-                             pad_collate, palette, save_preview)
+from nni_rspnet.errors import DataError
+from nni_rspnet.seg.builtin import BuiltinDigits, _digit_split, generate_builtin
+from nni_rspnet.seg.data import DataConfig, build_datasets, pad_collate
+from nni_rspnet.seg.datasets import CityscapesDataset, FolderDataset, VOCDataset
+from nni_rspnet.seg.metrics import IGNORE_INDEX
+from nni_rspnet.seg.transforms import build_transform
+from nni_rspnet.seg.visual import palette, save_preview
 
 H, W = 12, 16
 

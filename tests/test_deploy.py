@@ -9,7 +9,7 @@ from PIL import Image
 import nni_rspnet  # noqa: F401
 from nni_rspnet.space.arch import build_network, random_arch
 from nni_rspnet.cli import main
-from nni_rspnet.seg.data import DataError
+from nni_rspnet.errors import DataError
 from nni_rspnet.seg.deploy import (ModelFileError, Predictor, export_onnx, export_torchscript, load_checkpoint,
                                load_model, model_meta, predict_folder, save_model)
 from nni_rspnet.space.model import SpaceConfig

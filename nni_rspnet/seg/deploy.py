@@ -236,7 +236,8 @@ def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cp
     """
     from PIL import Image
 
-    from .data import IMAGE_EXTENSIONS, colourise, palette, read_image
+    from .datasets import IMAGE_EXTENSIONS, read_image
+    from .visual import colourise, palette
 
     if not os.path.isdir(in_dir):
         raise DataError(f"{in_dir}: input folder not found")

@@ -101,7 +101,8 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from .data import colourise, denormalise, pad_collate, palette
+    from .data import pad_collate
+    from .visual import colourise, denormalise, palette
 
     net = net.to(device).eval()
     metric = SegMetric(len(classes), IGNORE_INDEX)

@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import torch
 from torchmetrics import Metric
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # the label of pixels without a class: no loss, no metric; padding of masks
 
 
 def confusion_matrix(preds: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -52,6 +52,12 @@ def iou_from_confusion(confmat: torch.Tensor) -> Tuple[torch.Tensor, torch.Tenso
     present = ~torch.isnan(iou)
     miou = iou[present].mean() if present.any() else torch.tensor(float("nan"), dtype=torch.float64)
     return iou, miou
+
+
+def pixel_accuracy(confmat: torch.Tensor) -> float:
+    """The fraction of counted pixels on the diagonal of ``confmat`` (NaN when it counts none)."""
+    total = int(confmat.sum())
+    return float(confmat.diag().sum()) / total if total else float("nan")
 
 
 def mean_iou(preds: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -98,5 +104,5 @@ class SegMetric(Metric):
         return iou_from_confusion(self.confmat)[0]
 
     def pixel_accuracy(self) -> float:
-        total = int(self.confmat.sum())
-        return float(self.confmat.diag().sum()) / total if total else float("nan")
+        """The fraction of non-ignored pixels classified correctly (NaN before any pixel)."""
+        return pixel_accuracy(self.confmat)
