@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     import nni_rspnet  # noqa: F401
     from nni_rspnet.space.arch import build_network, random_arch, save_arch
     from nni_rspnet.schema import from_mapping, read_sections
-    from nni_rspnet.search.cost_table import count_macs, count_params
+    from nni_rspnet.measure import count_macs, count_params
     from nni_rspnet.seg.data import DataConfig, build_datasets
     from nni_rspnet.seg.evaluate import evaluate_network
     from nni_rspnet.space.model import SpaceConfig

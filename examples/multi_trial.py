@@ -41,7 +41,7 @@ from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperimen
 from nni.retiarii.strategy import RegularizedEvolution, Random
 
 from nni_rspnet import RSPNetSpace, SpaceConfig, build_network, describe, save_arch, validate
-from nni_rspnet.search.cost_table import count_macs, count_params
+from nni_rspnet.measure import count_macs, count_params
 from nni_rspnet.seg.builtin import BuiltinDigits
 from nni_rspnet.seg.data import DataConfig, pad_collate
 from nni_rspnet.schema import load_section

@@ -224,7 +224,7 @@ def run_search_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print)
     its lightest architecture is several times the parameter goal (the latency section shows it).
     """
     from .space.arch import build_network
-    from .search.cost_table import count_macs, count_params
+    from .measure import count_macs, count_params
     from .search.driver import run_search
 
     space, search, data, _ = _configs(cfg, cfg.tiny_config)
@@ -449,7 +449,7 @@ def _latency_models(cfg: BenchmarkConfig, num_classes: int) -> Tuple[Dict[str, n
 def latency_table(cfg: BenchmarkConfig, size: Sequence[int], device: str = "cpu", threads: Optional[int] = 2,
                   log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Parameters, MACs and interleaved latency of the found networks and the peers at ``size``."""
-    from .search.cost_table import count_macs, count_params
+    from .measure import count_macs, count_params
 
     models, notes = _latency_models(cfg, cfg.latency_classes)
     h, w = int(size[0]), int(size[1])
@@ -482,7 +482,7 @@ def run_latency_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print
 def run_quality_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Trains the searched net, random nets of the same space and LR-ASPP with one budget."""
     from .space.arch import build_network, random_arch
-    from .search.cost_table import count_macs, count_params
+    from .measure import count_macs, count_params
     from .seg.train import train_network
 
     space, _, data, train = _configs(cfg, cfg.tiny_config)

@@ -39,7 +39,7 @@ def _args_space(p: argparse.ArgumentParser) -> None:
 
 def _cmd_space(args: argparse.Namespace) -> int:
     from .space.arch import build_network, random_arch, search_space_size_log10, space_spec
-    from .search.cost_table import count_macs, count_params
+    from .measure import count_macs, count_params
     from .space.model import RSPNetSpace, SpaceConfig
 
     cfg = SpaceConfig.from_yaml(args.config, args.overrides)

@@ -52,7 +52,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = "search_spaces/tiny.yaml"
 
     from .space.arch import build_network, describe
     from .schema import from_mapping, read_sections
-    from .search.cost_table import count_macs, count_params, measure_latency
+    from .measure import count_macs, count_params, measure_latency
     from .seg.data import DataConfig, build_datasets
     from .seg.visual import save_preview
     from .seg.deploy import export_onnx, export_torchscript, load_model

@@ -10,7 +10,7 @@ from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
 from nni_rspnet import RSPNet, build_network, describe, load_arch, random_arch, save_arch, validate
 from nni_rspnet.space.arch import ArchError, search_space_size_log10, space_spec
-from nni_rspnet.search.cost_table import count_params
+from nni_rspnet.measure import count_params
 
 
 def test_space_spec_labels(tiny_cfg):

@@ -142,7 +142,7 @@ def test_projection_counts_steps_and_epochs():
 
 def test_lightest_arch_is_valid_and_lightest():
     from nni_rspnet.space.arch import build_network, validate
-    from nni_rspnet.search.cost_table import count_params
+    from nni_rspnet.measure import count_params
 
     space = SpaceConfig.from_yaml(os.path.join(ROOT, "search_spaces", "tiny.yaml"))
     arch = validate(lightest_arch(space), space)

@@ -4,7 +4,7 @@ from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
 from nni_rspnet.space.cell import Cell, RSPBlock, make_block
-from nni_rspnet.search.cost_table import count_macs, count_params
+from nni_rspnet.measure import count_macs, count_params
 
 OPS3 = ["skip_connect", "sep_conv_3x3", "conv_3x3"]
 

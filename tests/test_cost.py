@@ -8,8 +8,9 @@ import torch
 
 from nni_rspnet.space.arch import build_network, random_arch, space_spec
 from nni_rspnet.space.macro import trellis_nodes
-from nni_rspnet.search.cost_table import (CostTable, ResourcePenalty, build_cost_table, count_macs, count_params, measure_cost,
-                             measure_latency)
+from nni_rspnet.measure import count_macs, count_params, measure_cost, measure_latency
+from nni_rspnet.search.cost_table import CostTable, build_cost_table
+from nni_rspnet.search.penalty import ResourcePenalty
 
 
 @pytest.fixture(scope="module")

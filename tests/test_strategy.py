@@ -20,7 +20,8 @@ from nni.retiarii.nn.pytorch import LayerChoice
 
 from nni_rspnet.space.choices import FixedInputs, PathChoice
 from nni_rspnet.search.path_attention import PathAttention
-from nni_rspnet.search.strategy import FrozenChoice, RSPDartsModule, TwoStageDarts
+from nni_rspnet.search.strategy import RSPDartsModule, TwoStageDarts
+from nni_rspnet.search.supermodules import FrozenChoice
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

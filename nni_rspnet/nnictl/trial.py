@@ -128,7 +128,7 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
         The final metric dict: ``default`` (val mIoU after retraining), ``params``, ``macs``, ``latency_ms``.
     """
     from ..space.arch import build_network, random_arch, save_arch, validate
-    from ..search.cost_table import measure_cost
+    from ..measure import measure_cost
     from ..seg.data import DataConfig
     from ..space.model import SpaceConfig
     from ..seg.train import TrainConfig, train_network

@@ -1,57 +1,23 @@
-"""Cost of networks: parameters, multiply-accumulates (MACs), latency; per-candidate cost tables.
+"""The per-candidate cost table of a space, and the expected cost of an architecture under it.
 
-``count_params`` / ``count_macs`` / ``measure_cost`` measure whole networks; ``build_cost_table``
-measures every candidate of a space (the latency lookup table), ``CostTable.expected`` gives the
-expected cost under the search's probabilities and ``ResourcePenalty`` turns it into a loss term.
+``build_cost_table`` measures every candidate of every choice of an RSPNet space (the latency lookup
+table of ``nni-rspnet latency-table``); ``CostTable.expected`` gives the differentiable expected cost
+under the search's probabilities, ``CostTable.derived`` the cost of the decoded architecture.
+``penalty.ResourcePenalty`` turns it into a loss term.
 """
 from __future__ import annotations
 
-import math
 import os
-import statistics
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError
 from ..fileio import read_json, write_json
-
-
-def count_params(module: nn.Module, exclude: Sequence[str] = ("aux_heads",)) -> int:
-    """Trainable and frozen parameters of ``module``, leaving out submodules named in ``exclude``.
-
-    Auxiliary heads are excluded by default: they are dropped when the network is deployed.
-    """
-    total = 0
-    for name, p in module.named_parameters():
-        if not any(part in exclude for part in name.split(".")):
-            total += p.numel()
-    return total
-
-
-@torch.no_grad()
-def count_macs(module: nn.Module, input_size: Sequence[int], in_channels: int = 3,
-               device: torch.device | str = "cpu") -> int:
-    """MACs of one forward pass on a ``(1, in_channels, H, W)`` input (torch's FlopCounterMode / 2).
-
-    Convolutions and matrix products only, as torch counts them; the module is put in eval mode for
-    the count and restored afterwards.
-    """
-    was_training = module.training
-    module.eval()
-    try:
-        x = torch.zeros(1, in_channels, int(input_size[0]), int(input_size[1]), device=device)
-        with FlopCounterMode(display=False) as counter:
-            module(x)
-        return counter.get_total_flops() // 2
-    finally:
-        module.train(was_training)
-
+from ..measure import call_macs, count_params, measure_latency
 
 # --- per-candidate cost table and expected cost ---------------------------------------------------
 #
@@ -204,57 +170,6 @@ class CostTable:
         return cls.from_dict(read_json(path, "cost table"), os.fspath(path))
 
 
-@torch.no_grad()
-def measure_latency(module: nn.Module, inputs: Union[torch.Tensor, Tuple[Any, ...]], repeats: int = 5,
-                    warmup: int = 1, threads: Optional[int] = 1) -> float:
-    """Median wall time of ``module(*inputs)`` in milliseconds (eval mode, no grad).
-
-    Args:
-        threads: CPU threads during the measurement (``None``: torch's current setting). One thread
-            is the default because on a shared machine several threads measured 100x slower and
-            erratic (spinning threads waiting for busy cores); GPU timings synchronise the device.
-    """
-    args = inputs if isinstance(inputs, tuple) else (inputs,)
-    tensors = [a for a in args if torch.is_tensor(a)]
-    cuda = bool(tensors) and tensors[0].is_cuda
-    was_training, old_threads = module.training, torch.get_num_threads()
-    module.eval()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        for _ in range(warmup):
-            module(*args)
-        times = []
-        for _ in range(max(repeats, 1)):
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            module(*args)
-            if cuda:
-                torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times)
-    finally:
-        module.train(was_training)
-        torch.set_num_threads(old_threads)
-
-
-def measure_cost(net: nn.Module, input_size: Sequence[int], in_channels: int = 3, device: str = "cpu",
-                 repeats: int = 10, threads: Optional[int] = 1) -> Dict[str, float]:
-    """Parameters, MACs and median latency (ms, see ``measure_latency``) of a whole network at
-    ``(1, in_channels, H, W)``."""
-    net = net.to(device)
-    x = torch.zeros(1, in_channels, int(input_size[0]), int(input_size[1]), device=device)
-    return {"params": float(count_params(net)), "macs": float(count_macs(net, input_size, in_channels, device)),
-            "latency_ms": measure_latency(net, x, repeats, threads=threads)}
-
-
-def _macs(module: nn.Module, args: Tuple[Any, ...]) -> float:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(*args)
-    return counter.get_total_flops() / 2
-
-
 def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu", latency: bool = True,
                      repeats: int = 5, warmup: int = 1, threads: Optional[int] = 1) -> CostTable:
     """Measures every candidate of every choice of an RSPNet space at ``input_size`` on ``device``.
@@ -297,7 +212,7 @@ def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu"
     x = torch.zeros(1, cfg.in_channels, h, w, device=device)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # NNI warns that plain choices run their first candidate
-        supernet_macs = _macs(net, (x,))
+        supernet_macs = call_macs(net, (x,))
     for handle in handles:
         handle.remove()
 
@@ -306,7 +221,7 @@ def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu"
     def measure(key: Tuple[Any, ...], module: nn.Module, args: Tuple[Any, ...]) -> Dict[str, float]:
         if key not in memo:
             memo[key] = {"params": float(sum(p.numel() for p in module.parameters())),
-                         "macs": _macs(module.eval(), args),
+                         "macs": call_macs(module.eval(), args),
                          "latency_ms": measure_latency(module, args, repeats, warmup, threads) if latency else 0.0}
         return memo[key]
 
@@ -374,54 +289,3 @@ def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu"
         ref_ms = measure_latency(ref_net, x, repeats, warmup, threads)
         table.fixed["latency_ms"] = max(ref_ms - table.derived(ref, "latency_ms"), 0.0)
     return table
-
-
-class ResourcePenalty:
-    """Resource-aware loss term with a weight adapted towards a target (after FasterSeg).
-
-    ``loss = lam * expected_cost / target``; after every architecture step ``lam`` is multiplied by
-    ``exp(rate * (derived_cost / target - 1))`` (clipped to ``[lam_min, lam_max]``): it grows while the
-    currently decoded architecture is over the target and decays once it is under.
-
-    Args:
-        table: the candidates' costs.
-        metric: ``"params"``, ``"macs"`` or ``"latency_ms"``.
-        target: the cost to aim at, in the metric's unit.
-        lam: initial weight; rate: adaptation speed; lam_min, lam_max: bounds.
-    """
-
-    def __init__(self, table: CostTable, metric: str, target: float, lam: float = 0.1, rate: float = 0.2,
-                 lam_min: float = 1e-4, lam_max: float = 10.0):
-        if metric not in METRICS:
-            raise ValueError(f"unknown cost metric {metric!r}; expected one of {list(METRICS)}")
-        if not target > 0:
-            raise ValueError(f"the {metric} target must be > 0, got {target}")
-        if not 0 < lam_min <= lam <= lam_max:
-            raise ValueError(f"need 0 < lam_min <= lam <= lam_max, got {lam_min}, {lam}, {lam_max}")
-        self.table, self.metric, self.target = table, metric, float(target)
-        self.lam_init, self.rate, self.lam_min, self.lam_max = lam, rate, lam_min, lam_max
-        self.lam = lam
-
-    def reset(self) -> None:
-        """Back to the initial weight (each search stage starts afresh)."""
-        self.lam = self.lam_init
-
-    def loss(self, probs: Mapping[str, Any]) -> torch.Tensor:
-        return self.lam * self.table.expected(probs, self.metric) / self.target
-
-    def adapt(self, probs: Mapping[str, Any]) -> float:
-        """Updates ``lam`` from the cost of the architecture decoded from ``probs``; returns that cost."""
-        derived = self.table.derived(probs, self.metric)
-        step = min(max(self.rate * (derived / self.target - 1.0), -20.0), 20.0)  # no overflow far off target
-        self.lam = min(max(self.lam * math.exp(step), self.lam_min), self.lam_max)
-        return derived
-
-    def summary(self, probs: Mapping[str, Any]) -> Dict[str, float]:
-        return {f"expected_{self.metric}": float(self.table.expected(probs, self.metric)),
-                f"derived_{self.metric}": self.table.derived(probs, self.metric), "lambda": self.lam}
-
-    def state_dict(self) -> Dict[str, float]:
-        return {"lam": self.lam}
-
-    def load_state_dict(self, state: Mapping[str, float]) -> None:
-        self.lam = float(state["lam"])

@@ -216,7 +216,9 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any,
     from nni.retiarii.evaluator.pytorch import Lightning, Trainer
     from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperiment
 
-    from .cost_table import CostTable, ResourcePenalty, build_cost_table, measure_cost
+    from ..measure import measure_cost
+    from .cost_table import CostTable, build_cost_table
+    from .penalty import ResourcePenalty
     from ..seg.data import build_datasets, build_loaders
     from ..space.model import RSPNetSpace
     from .strategy import CELL_PREFIX, TwoStageDarts

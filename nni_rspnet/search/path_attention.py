@@ -24,7 +24,7 @@ Reference: RSPNet (path attention over a multi-resolution trellis), after Auto-D
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,27 +34,7 @@ from nni.common.hpo_utils import ParameterSpec
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 
 from ..space.choices import PathChoice
-
-ARCH_PARAM_PREFIX = "_arch_alpha"
-
-
-class ArchParamsMixin:
-    """``named_parameters(arch=...)`` as NNI's differentiable supermodules define it.
-
-    With ``arch=True`` only the architecture parameters (names starting ``_arch_alpha``) are
-    yielded, with ``arch=False`` (the default) everything else; NNI's strategies call
-    ``parameters(arch=True)`` on every supermodule to build the architecture optimiser.
-    """
-
-    def named_parameters(self, *args, arch: bool = False, **kwargs) -> Iterator[Tuple[str, nn.Parameter]]:
-        for name, p in super().named_parameters(*args, **kwargs):  # type: ignore[misc]
-            if name.split(".")[-1].startswith(ARCH_PARAM_PREFIX) == arch:
-                yield name, p
-
-    def parameters(self, *args, arch: bool = False, **kwargs) -> Iterator[nn.Parameter]:
-        for _, p in self.named_parameters(*args, arch=arch, **kwargs):
-            yield p
-
+from .supermodules import ArchParamsMixin
 
 def top_k(scores: Sequence[float], k: int) -> List[int]:
     """Indices of the ``k`` largest scores, sorted; ties go to the lower index (deterministic)."""

@@ -33,16 +33,13 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from nni.common.hpo_utils import ParameterSpec
 from nni.nas.execution.common import Model
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
-from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedInput, DifferentiableMixedLayer
 from nni.nas.strategy.base import BaseStrategy
-from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
-from ..space.choices import FixedInputs
-from .path_attention import ArchParamsMixin, PathAttention, path_widths
+from .path_attention import PathAttention, path_widths
+from .supermodules import FrozenChoice, TemperedSoftmax, make_freeze_hook
 
 _log = logging.getLogger(__name__)
 
@@ -50,80 +47,6 @@ CELL_PREFIX = "cell/"
 MACRO_PREFIX = "macro/"
 
 EpochHook = Callable[[Dict[str, Any]], None]
-
-
-# --- supermodules of the strategy -----------------------------------------------------------------
-
-class TemperedSoftmax(nn.Softmax):
-    """``softmax(x / tau)``; one instance is shared by every DARTS mixed layer so annealing reaches all."""
-
-    def __init__(self, dim: int = -1):
-        super().__init__(dim)
-        self.tau = 1.0
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return super().forward(inputs / self.tau)
-
-
-class FrozenChoice(ArchParamsMixin, BaseSuperNetModule):
-    """A choice held at one value during a search stage: it runs ``module`` and exports ``value``.
-
-    Args:
-        label: the choice's label.
-        value: the exported value, or ``None`` for a stage-only setting (e.g. macro paths "all on"
-            during stage 1) that must not appear in the export.
-        module: what runs: the chosen op, or the fusion of the chosen inputs.
-        name: attribute name of ``module``; an op keeps its candidate name so state dicts of the
-            relaxed and the frozen supernet line up (stage 2 starts from the stage-1 weights).
-    """
-
-    def __init__(self, label: str, value: Any, module: nn.Module, name: str = "inner"):
-        super().__init__()
-        self.label = label
-        self.value = value
-        self._inner_name = name
-        self.add_module(name, module)
-
-    def forward(self, *args, **kwargs):
-        return getattr(self, self._inner_name)(*args, **kwargs)
-
-    def resample(self, memo):
-        return {}
-
-    def export(self, memo):
-        if self.value is None or self.label in memo:
-            return {}
-        return {self.label: copy.deepcopy(self.value)}
-
-    def export_probs(self, memo):
-        return {}
-
-    def search_space_spec(self) -> Dict[str, ParameterSpec]:
-        return {}
-
-
-def make_freeze_hook(frozen: Mapping[str, Any], all_on: Sequence[str] = ()):
-    """A mutation hook that freezes choices: labels in ``frozen`` to their value, and every input
-    choice whose label starts with a prefix in ``all_on`` to the uniform average of all its inputs.
-    """
-    frozen = dict(frozen)
-    all_on = tuple(all_on)
-
-    def freeze_hook(module: nn.Module, name: str, memo: Dict[str, Any], mutate_kwargs: Dict[str, Any]):
-        label = getattr(module, "label", None)
-        if isinstance(module, LayerChoice) and label in frozen:
-            value = frozen[label]
-            if value not in module.names:
-                raise ValueError(f"frozen {label!r}: unknown op {value!r}; expected one of {list(module.names)}")
-            return FrozenChoice(label, value, module[value], name=str(value)), True
-        if isinstance(module, InputChoice) and label in frozen:
-            value = frozen[label]
-            return FrozenChoice(label, value, FixedInputs(value, module.reduction)), True
-        if isinstance(module, InputChoice) and label.startswith(all_on):
-            return FrozenChoice(label, None, FixedInputs(list(range(module.n_candidates)), "mean")), True
-        return None
-
-    return freeze_hook
 
 
 # --- the one-stage search module -------------------------------------------------------------------
