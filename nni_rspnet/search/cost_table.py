@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..fileio import read_json, write_json
 from ..measure import call_macs, count_params, measure_latency
+from ..space.decode import top_k
 
 # --- per-candidate cost table and expected cost ---------------------------------------------------
 #
@@ -79,9 +80,9 @@ class CostTable:
                 raise ValueError(f"{label}: expected {n} probabilities, got shape {tuple(value.shape)}")
             p = value
             if not soft:  # the derived decision: argmax / top-k, ties to the lower index
-                order = sorted(range(n), key=lambda i: (-float(p[i]), i))
+                keep = top_k(p.tolist(), 1 if names else k)
                 p = torch.zeros(n)
-                p[order[: (1 if names else k)]] = 1.0 if names else 1.0 / k
+                p[keep] = 1.0 if names else 1.0 / k
         elif names:
             if value not in names:
                 raise ValueError(f"{label}: unknown op {value!r}; expected one of {names}")

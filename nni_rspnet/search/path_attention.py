@@ -24,7 +24,7 @@ Reference: RSPNet (path attention over a multi-resolution trellis), after Auto-D
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +34,8 @@ from nni.common.hpo_utils import ParameterSpec
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 
 from ..space.choices import PathChoice
+from ..space.decode import top_k
 from .supermodules import ArchParamsMixin
-
-def top_k(scores: Sequence[float], k: int) -> List[int]:
-    """Indices of the ``k`` largest scores, sorted; ties go to the lower index (deterministic)."""
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
-    return sorted(order[:k])
-
 
 class PathAttention(ArchParamsMixin, BaseSuperNetModule):
     """Attention-weighted fusion of all candidate paths of one trellis node (the search form).

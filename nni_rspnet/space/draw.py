@@ -7,7 +7,8 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from .arch import space_spec
 from ..fileio import save_figure
-from .macro import trellis_nodes
+from .decode import live_nodes
+from .macro import head_inputs, trellis_nodes
 from .model import as_space_config
 
 _OP_COLOURS = {
@@ -82,10 +83,8 @@ def draw_trellis(arch: Mapping[str, Any], config, path: Union[str, os.PathLike],
     for spec in specs:
         value = arch.get(spec.label(res), list(range(len(spec.candidates))))
         chosen[(spec.layer, spec.res)] = [value] if isinstance(value, int) else list(value)
-    live = {(cfg.layers, r) for r in range(len(res)) if r <= cfg.layers}
-    for spec in reversed(specs):
-        if (spec.layer, spec.res) in live:
-            live.update(spec.candidates[j] for j in chosen[(spec.layer, spec.res)])
+    live = live_nodes({(s.layer, s.res): [s.candidates[j] for j in chosen[(s.layer, s.res)]] for s in specs},
+                      head_inputs(cfg.layers, len(res)))
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(1.3 * (cfg.layers + 2), 0.9 * (len(res) + 1.5)))

@@ -21,6 +21,7 @@ from torch import nn
 
 from .cell import make_block
 from .choices import PathChoice, choose_inputs
+from .decode import live_nodes
 from .ops import ActLayer, ConvBNAct, NormLayer
 
 RESOLUTIONS = (4, 8, 16, 32)
@@ -51,6 +52,11 @@ def trellis_nodes(num_layers: int, num_res: int, skip_paths: bool = False) -> Li
                 cands.append((l - 2, r))
             nodes.append(NodeSpec(l, r, tuple(cands)))
     return nodes
+
+
+def head_inputs(num_layers: int, num_res: int) -> List[Tuple[int, int]]:
+    """The nodes ``(layer, res_index)`` the head reads: every resolution of the last layer, fine to coarse."""
+    return [(num_layers, r) for r in range(num_res) if r <= num_layers]
 
 
 class Resample(nn.Module):
@@ -157,10 +163,8 @@ class Trellis(nn.Module):
             k = min(paths_per_node, len(spec.candidates))
             choices[(spec.layer, spec.res)] = choose_inputs(len(spec.candidates), k, spec.label(resolutions), PathChoice)
         # Pass 2: keep the nodes that can reach the head (all of them in a supernet).
-        live = {(num_layers, r) for r in range(self.num_res) if r <= num_layers}
-        for spec in reversed(specs):
-            if (spec.layer, spec.res) in live:
-                live.update(spec.candidates[j] for j in choices[(spec.layer, spec.res)][0])
+        live = live_nodes({(s.layer, s.res): [s.candidates[j] for j in choices[(s.layer, s.res)][0]] for s in specs},
+                          head_inputs(num_layers, self.num_res))
         # Pass 3: build the live nodes; ``sources`` index the list of computed outputs (stem = 0).
         position = {(0, 0): 0}
         self.nodes = nn.ModuleList()
@@ -178,7 +182,7 @@ class Trellis(nn.Module):
             self.sources.append([position[spec.candidates[j]] for j in active])
             self.node_res.append(spec.res)
             position[key] = len(position)
-        self.outputs = [position[(num_layers, r)] for r in range(self.num_res) if r <= num_layers]
+        self.outputs = [position[node] for node in head_inputs(num_layers, self.num_res)]
         out_channels = [channels[r] for r in range(len(self.outputs))]
         self.head = SegHead(out_channels, head_channels, num_classes, norm_layer, act_layer)
         self.aux_heads = nn.ModuleList([
