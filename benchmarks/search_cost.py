@@ -59,7 +59,6 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     import pytorch_lightning as pl
 
     from nni_rspnet.space.arch import random_arch
-    from nni_rspnet.search.path_attention import path_widths
     from nni_rspnet.space.model import RSPNetSpace, SpaceConfig
     from nni_rspnet.search.strategy import CELL_PREFIX, MACRO_PREFIX, RSPDartsModule
     from nni_rspnet.seg.train import SegmentationModule
@@ -74,10 +73,10 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     if spec["kind"] == "stock":
         module = DartsLightningModule(inner, arc_learning_rate=3e-4)
     elif spec["kind"] == "stage1":
-        module = RSPDartsModule(inner, arc_learning_rate=3e-4, all_on=(MACRO_PREFIX,), path_widths=path_widths(cfg))
+        module = RSPDartsModule(inner, arc_learning_rate=3e-4, all_on=(MACRO_PREFIX,))
     else:
         cell = {k: v for k, v in random_arch(cfg, 0).items() if k.startswith(CELL_PREFIX)}
-        module = RSPDartsModule(inner, arc_learning_rate=3e-4, frozen=cell, path_widths=path_widths(cfg))
+        module = RSPDartsModule(inner, arc_learning_rate=3e-4, frozen=cell)
     h, w = spec["input_size"]
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(spec["batch"], 3, h, w, generator=g),

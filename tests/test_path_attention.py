@@ -10,7 +10,7 @@ from nni.retiarii import fixed_arch
 from nni.retiarii.evaluator.pytorch import LightningModule
 
 from nni_rspnet.space.choices import FixedInputs, PathChoice
-from nni_rspnet.search.path_attention import PathAttention, mean_attention, path_widths
+from nni_rspnet.search.path_attention import PathAttention, mean_attention
 from nni_rspnet.space.model import RSPNet
 
 
@@ -95,8 +95,9 @@ def test_bad_arguments_raise_naming_the_label():
 
 def test_mutation_hook_replaces_path_choices_and_shares_labels(tiny_cfg):
     memo = {}
-    choice = PathChoice(3, 2, reduction="sum", label="macro/l2_s4/paths")
-    a = PathAttention.mutate(choice, "fuse", memo, {"path_widths": {"macro/l2_s4/paths": 8}})
+    choice = PathChoice(3, 2, reduction="sum", label="macro/l2_s4/paths", channels=8)
+    assert choice.channels == 8  # carried from construction: no side channel from the config
+    a = PathAttention.mutate(choice, "fuse", memo, {})
     b = PathAttention.mutate(PathChoice(3, 2, reduction="sum", label="macro/l2_s4/paths"), "fuse", memo, {})
     assert isinstance(a, PathAttention) and a.n_chosen == 2 and a.scorer.in_features == 8
     assert a._arch_alpha is b._arch_alpha and b.scorer is None
@@ -112,14 +113,9 @@ def test_hook_works_inside_stock_darts_on_the_real_space(tiny_cfg):
 
     inner = Inner()
     inner.set_model(RSPNet(tiny_cfg))
-    widths = path_widths(tiny_cfg)
+    widths = {m.label: m.channels for m in inner.model.modules() if isinstance(m, PathChoice)}
     assert widths and set(widths.values()) <= set(tiny_cfg.channels)
-    original = DartsLightningModule.mutate_kwargs
-    try:  # stock DARTS with our hook first: only the width lookup needs passing in
-        DartsLightningModule.mutate_kwargs = lambda self: {**original(self), "path_widths": widths}
-        module = DartsLightningModule(inner, mutation_hooks=[PathAttention.mutate])
-    finally:
-        DartsLightningModule.mutate_kwargs = original
+    module = DartsLightningModule(inner, mutation_hooks=[PathAttention.mutate])  # stock DARTS, our hook first
     attention = [m for m in module.nas_modules if isinstance(m, PathAttention)]
     assert sorted(m.label for m in attention) == sorted(widths)
     assert all(m.scorer.in_features == widths[m.label] for m in attention)
@@ -130,7 +126,7 @@ def test_hook_works_inside_stock_darts_on_the_real_space(tiny_cfg):
 
 
 def test_fixed_form_is_plain_and_scriptable(tiny_cfg):
-    label = sorted(path_widths(tiny_cfg))[0]
+    label = sorted(m.label for m in RSPNet(tiny_cfg).modules() if isinstance(m, PathChoice))[0]
     with fixed_arch({label: [0, 2]}, verbose=False):
         fixed = PathChoice(3, 2, reduction="sum", label=label)
     assert isinstance(fixed, FixedInputs) and fixed.chosen == [0, 2]

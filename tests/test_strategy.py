@@ -43,10 +43,10 @@ class PlantedSpace(nn.Module):
         super().__init__()
         self.signal = nn.Conv2d(3, width, 1)
         self.noise = nn.ModuleList([nn.Conv2d(3, width, 1) for _ in range(4)])
-        self.node1 = PathChoice(3, 1, reduction="sum", label="macro/l1_s4/paths")
+        self.node1 = PathChoice(3, 1, reduction="sum", label="macro/l1_s4/paths", channels=width)
         self.cell = LayerChoice({"conv": nn.Conv2d(width, width, 3, padding=1), "pool": nn.AvgPool2d(3, 1, 1)},
                                 label="cell/node0/op0")
-        self.node2 = PathChoice(3, 1, reduction="sum", label="macro/l2_s4/paths")
+        self.node2 = PathChoice(3, 1, reduction="sum", label="macro/l2_s4/paths", channels=width)
         self.head = nn.Conv2d(width, 2, 1)
 
     def forward(self, x):
@@ -95,8 +95,7 @@ def toy_evaluator(epochs: int = 1, n: int = 64) -> Lightning:
 
 def run_two_stage(**kwargs) -> TwoStageDarts:
     torch.manual_seed(kwargs.pop("seed", 0))
-    widths = {label: WIDTH for label in SIGNAL}
-    strategy = TwoStageDarts(path_widths=widths, **kwargs)
+    strategy = TwoStageDarts(**kwargs)
     exp = RetiariiExperiment(PlantedSpace(), toy_evaluator(), [], strategy)
     config = RetiariiExeConfig()
     config.execution_engine = "oneshot"
@@ -169,8 +168,6 @@ def attached(module_cls, **kwargs):
     torch.manual_seed(0)
     inner = ToySeg()
     inner.set_model(PlantedSpace())
-    if module_cls is RSPDartsModule:
-        kwargs.setdefault("path_widths", {label: WIDTH for label in SIGNAL})
     return module_cls(inner, **kwargs)
 
 

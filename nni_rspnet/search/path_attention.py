@@ -77,8 +77,8 @@ class PathAttention(ArchParamsMixin, BaseSuperNetModule):
     def mutate(cls, module: nn.Module, name: str, memo: Dict[str, Any], mutate_kwargs: Dict[str, Any]):
         """NNI mutation hook: replaces a ``PathChoice`` by ``PathAttention``.
 
-        ``mutate_kwargs['path_widths']`` maps labels to the width of their inputs (see
-        ``path_widths``); a label missing there gets no input-dependent scorer.
+        The scorer's input width is the choice's own ``channels``; a choice without one gets no
+        input-dependent scorer.
         """
         if not isinstance(module, PathChoice):
             return None
@@ -91,8 +91,7 @@ class PathAttention(ArchParamsMixin, BaseSuperNetModule):
             memo[module.label] = alpha
         elif len(alpha) != n:
             raise ValueError(f"{module.label}: two choices share the label with {len(alpha)} and {n} candidates")
-        widths = mutate_kwargs.get("path_widths") or {}
-        return cls(n, module.n_chosen or 1, module.label, alpha, widths.get(module.label), module.reduction)
+        return cls(n, module.n_chosen or 1, module.label, alpha, module.channels, module.reduction)
 
     def logits(self, inputs: List[torch.Tensor]) -> torch.Tensor:
         """``beta + h(pooled inputs)``, shape ``(N, n_candidates)``."""
@@ -150,21 +149,6 @@ class PathAttention(ArchParamsMixin, BaseSuperNetModule):
     def extra_repr(self) -> str:
         return (f"label={self.label!r}, n_candidates={self.n_candidates}, n_chosen={self.n_chosen}, "
                 f"tau={self.tau:.3g}, scorer={'on' if self.scorer is not None else 'off'}")
-
-
-def path_widths(config: Any) -> Dict[str, int]:
-    """Label -> width of the candidate inputs of every path choice of an RSPNet space.
-
-    Args:
-        config: a ``SpaceConfig`` (or anything ``space.as_space_config`` accepts).
-    """
-    from ..space.macro import trellis_nodes
-    from ..space.model import as_space_config
-
-    cfg = as_space_config(config)
-    return {spec.label(cfg.resolutions): cfg.channels[spec.res]
-            for spec in trellis_nodes(cfg.layers, len(cfg.resolutions), cfg.skip_paths)
-            if len(spec.candidates) > cfg.paths_per_node}
 
 
 def attention_modules(module: nn.Module) -> List[PathAttention]:

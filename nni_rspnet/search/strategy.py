@@ -38,7 +38,7 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedInput, DifferentiableMixedLayer
 from nni.nas.strategy.base import BaseStrategy
 
-from .path_attention import PathAttention, path_widths
+from .path_attention import PathAttention
 from .supermodules import FrozenChoice, TemperedSoftmax, make_freeze_hook
 
 _log = logging.getLogger(__name__)
@@ -67,7 +67,6 @@ class RSPDartsModule(DartsLightningModule):
         epoch_offset: epochs of this stage already done (when resuming a killed search).
         frozen: label -> value of choices held fixed (exported as such).
         all_on: label prefixes of input choices held at the uniform average of their inputs (not exported).
-        path_widths: label -> input width of each path choice (for path attention's scorer).
         penalty: a ``cost.ResourcePenalty`` added to the architecture loss, or ``None``.
         restore: state from ``state_for_checkpoint()`` to put back when training starts (resume).
     """
@@ -77,14 +76,12 @@ class RSPDartsModule(DartsLightningModule):
                  gradient_clip_val: Optional[float] = None, warmup_epochs: int = 0,
                  tau_init: float = 1.0, tau_min: float = 1.0, total_epochs: Optional[int] = None,
                  epoch_offset: int = 0, frozen: Optional[Mapping[str, Any]] = None,
-                 all_on: Sequence[str] = (), path_widths: Optional[Mapping[str, int]] = None,
-                 penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
+                 all_on: Sequence[str] = (), penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
         if tau_init <= 0 or tau_min <= 0:
             raise ValueError(f"temperatures must be > 0, got tau_init={tau_init}, tau_min={tau_min}")
         # Set before super().__init__: it runs the mutation hooks, which read these.
         self.frozen = dict(frozen or {})
         self.all_on = tuple(all_on)
-        self.path_widths = dict(path_widths or {})
         # Not registered as a child (Module.__init__ has not run yet); the mixed layers register it.
         object.__setattr__(self, "softmax", TemperedSoftmax())
         super().__init__(inner_module, mutation_hooks, arc_learning_rate=arc_learning_rate,
@@ -107,7 +104,7 @@ class RSPDartsModule(DartsLightningModule):
         return hooks + [PathAttention.mutate] + super().default_mutation_hooks()
 
     def mutate_kwargs(self):
-        return {**super().mutate_kwargs(), "softmax": self.softmax, "path_widths": self.path_widths}
+        return {**super().mutate_kwargs(), "softmax": self.softmax}
 
     # parameters and optimisers ---------------------------------------------------------------------
 
@@ -284,8 +281,6 @@ class TwoStageDarts(BaseStrategy):
         arc_weight_decay: its weight decay.
         gradient_clip_val: gradient-norm clipping of the weight step (``None``: off).
         tau_init, tau_min: softmax temperature schedule of each stage (geometric annealing).
-        path_widths: label -> input width of each path choice; by default read off the space's
-            ``config`` (an ``RSPNetSpace``).
         penalty: a ``cost.ResourcePenalty`` (expected cost vs. a target) or ``None``.
         cell_prefix, macro_prefix: label prefixes that tell the two stages apart.
         epoch_hook: called with a dict (stage, epoch, metrics, ...) after every epoch of either stage;
@@ -311,7 +306,7 @@ class TwoStageDarts(BaseStrategy):
     def __init__(self, warmup_epochs: int = 1, stage1_epochs: int = 2, stage2_epochs: int = 2,
                  stage2_warmup_epochs: int = 0, arc_learning_rate: float = 3e-3, arc_weight_decay: float = 1e-3,
                  gradient_clip_val: Optional[float] = 5.0, tau_init: float = 1.0, tau_min: float = 1.0,
-                 path_widths: Optional[Mapping[str, int]] = None, penalty: Any = None,
+                 penalty: Any = None,
                  cell_prefix: str = CELL_PREFIX, macro_prefix: str = MACRO_PREFIX,
                  epoch_hook: Optional[EpochHook] = None, resume_state: Optional[Dict[str, Any]] = None):
         for key, value in (("warmup_epochs", warmup_epochs), ("stage2_warmup_epochs", stage2_warmup_epochs)):
@@ -326,7 +321,6 @@ class TwoStageDarts(BaseStrategy):
         self.warmup = {1: warmup_epochs, 2: stage2_warmup_epochs}
         self.module_kwargs = dict(arc_learning_rate=arc_learning_rate, arc_weight_decay=arc_weight_decay,
                                   gradient_clip_val=gradient_clip_val, tau_init=tau_init, tau_min=tau_min)
-        self.path_widths = dict(path_widths) if path_widths is not None else None
         self.penalty = penalty
         self.cell_prefix = cell_prefix
         self.macro_prefix = macro_prefix
@@ -354,10 +348,6 @@ class TwoStageDarts(BaseStrategy):
         if evaluator.train_dataloaders is None or evaluator.val_dataloaders is None:
             raise TypeError("TwoStageDarts needs both train and val dataloaders in the evaluator (disjoint splits)")
         space: nn.Module = base_model.python_object
-        widths = self.path_widths
-        if widths is None:
-            config = getattr(space, "config", None)
-            widths = path_widths(config) if config is not None else {}
         # Pristine copies: stage 2 builds its own supernet (stage 1 mutates the space in place).
         space2 = copy.deepcopy(space)
         inner2 = copy.deepcopy(evaluator.module)
@@ -366,7 +356,7 @@ class TwoStageDarts(BaseStrategy):
 
         if state.get("stage", 1) == 1:
             done = state.get("epoch", 0) if state else 0
-            module1 = self._fit(1, space, evaluator.module, evaluator, widths, frozen={},
+            module1 = self._fit(1, space, evaluator.module, evaluator, frozen={},
                                 all_on=(self.macro_prefix,), state=state if state else None, done=done)
             export = module1.export()
             self.cell_arch = {k: v for k, v in export.items() if k.startswith(self.cell_prefix)}
@@ -378,7 +368,7 @@ class TwoStageDarts(BaseStrategy):
             self.cell_probs = dict(state.get("cell_probs", {}))
             weights1 = None
         done = state.get("epoch", 0) if state else 0
-        module2 = self._fit(2, space2, inner2, evaluator, widths, frozen=self.cell_arch, all_on=(),
+        module2 = self._fit(2, space2, inner2, evaluator, frozen=self.cell_arch, all_on=(),
                             state=state, done=done, init_weights=weights1)
         self.model = module2
         self.arch = dict(sorted(module2.export().items()))
@@ -392,7 +382,7 @@ class TwoStageDarts(BaseStrategy):
 
     # internals -----------------------------------------------------------------------------------------
 
-    def _fit(self, stage: int, space: nn.Module, inner: pl.LightningModule, evaluator, widths: Mapping[str, int],
+    def _fit(self, stage: int, space: nn.Module, inner: pl.LightningModule, evaluator,
              frozen: Mapping[str, Any], all_on: Sequence[str], state: Optional[Dict[str, Any]], done: int,
              init_weights: Optional[Dict[str, torch.Tensor]] = None) -> RSPDartsModule:
         inner.running_mode = "oneshot"
@@ -400,7 +390,7 @@ class TwoStageDarts(BaseStrategy):
         if self.penalty is not None and state is None:
             self.penalty.reset()
         module = RSPDartsModule(inner, warmup_epochs=self.warmup[stage], total_epochs=self.epochs[stage],
-                                epoch_offset=done, frozen=frozen, all_on=all_on, path_widths=widths,
+                                epoch_offset=done, frozen=frozen, all_on=all_on,
                                 penalty=self.penalty, restore=state, **self.module_kwargs)
         if init_weights is not None:
             _load_matching(module.model, init_weights)

@@ -10,7 +10,7 @@ and the module that fuses them. In a supernet every candidate is computed; in a 
 the chosen ones are built at all, so unchosen edges cost nothing.
 """
 
-from typing import List, Sequence, Tuple, Type, Union
+from typing import Any, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -53,12 +53,26 @@ class FixableInputChoice(InputChoice):
 
 
 class PathChoice(FixableInputChoice):
-    """The choice of incoming paths at one node of the macro trellis (replaced by path attention)."""
+    """The choice of incoming paths at one node of the macro trellis (replaced by path attention).
+
+    Args:
+        n_candidates, n_chosen, reduction, prior, label: as NNI's ``InputChoice``.
+        channels: the width of every candidate path (they all arrive at the node's width), for path
+            attention's input-dependent scorer; ``None`` leaves it without one.
+    """
+
+    def __init__(self, n_candidates: int, n_chosen: Optional[int] = 1, reduction: str = "sum", *,
+                 prior: Optional[List[float]] = None, label: Optional[str] = None, channels: Optional[int] = None,
+                 **kwargs):
+        super().__init__(n_candidates, n_chosen, reduction, prior=prior, label=label, **kwargs)
+        self.channels = channels
 
 
 def choose_inputs(n_candidates: int, n_chosen: int, label: str, kind: Type[FixableInputChoice] = FixableInputChoice,
-                  reduction: str = "sum") -> Tuple[List[int], nn.Module]:
+                  reduction: str = "sum", **choice_kwargs: Any) -> Tuple[List[int], nn.Module]:
     """Creates the choice of ``n_chosen`` among ``n_candidates`` inputs labelled ``label``.
+
+    ``choice_kwargs`` go to ``kind`` (``channels=`` for a ``PathChoice``).
 
     Returns:
         ``(active, fuse)``: ``active`` are the candidate indices whose inputs must be computed, in
@@ -67,7 +81,7 @@ def choose_inputs(n_candidates: int, n_chosen: int, label: str, kind: Type[Fixab
     """
     if n_candidates <= n_chosen:
         return list(range(n_candidates)), FixedInputs(list(range(n_candidates)), reduction)
-    choice = kind(n_candidates, n_chosen, reduction=reduction, label=label)
+    choice = kind(n_candidates, n_chosen, reduction=reduction, label=label, **choice_kwargs)
     if isinstance(choice, FixedInputs):  # built under fixed_arch: keep only the chosen inputs
         if len(set(choice.chosen)) != n_chosen or not all(0 <= i < n_candidates for i in choice.chosen):
             raise ValueError(f"{label}: expected {n_chosen} distinct indices in [0, {n_candidates}), "

@@ -161,7 +161,8 @@ class Trellis(nn.Module):
         choices: Dict[Tuple[int, int], Tuple[List[int], nn.Module]] = {}
         for spec in specs:
             k = min(paths_per_node, len(spec.candidates))
-            choices[(spec.layer, spec.res)] = choose_inputs(len(spec.candidates), k, spec.label(resolutions), PathChoice)
+            choices[(spec.layer, spec.res)] = choose_inputs(len(spec.candidates), k, spec.label(resolutions), PathChoice,
+                                                            channels=channels[spec.res])
         # Pass 2: keep the nodes that can reach the head (all of them in a supernet).
         live = live_nodes({(s.layer, s.res): [s.candidates[j] for j in choices[(s.layer, s.res)][0]] for s in specs},
                           head_inputs(num_layers, self.num_res))
