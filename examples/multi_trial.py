@@ -27,7 +27,6 @@ NNI 2.10.1 pitfalls this script avoids (see NNI_NOTES.md, section 4):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -40,15 +39,15 @@ from nni.retiarii.evaluator.pytorch import DataLoader, Lightning, Trainer
 from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperiment
 from nni.retiarii.strategy import RegularizedEvolution, Random
 
-from nni_rspnet import RSPNetSpace, SpaceConfig, build_network, describe, save_arch, validate
+from nni_rspnet import RSPNetSpace, RunConfig, build_network, describe, save_arch, validate
+from nni_rspnet.fileio import write_json
 from nni_rspnet.measure import count_macs, count_params
-from nni_rspnet.seg.builtin import BuiltinDigits
-from nni_rspnet.seg.data import DataConfig, pad_collate
-from nni_rspnet.schema import load_section
-from nni_rspnet.nnictl.hpo import distinct_inputs
 from nni_rspnet.nnictl.experiment import free_port, localhost_node_options
-from nni_rspnet.seg.train import SegmentationModule, TrainConfig
+from nni_rspnet.nnictl.hpo import distinct_inputs
 from nni_rspnet.nnictl.trial import retiarii_trial_command_params
+from nni_rspnet.seg.builtin import BuiltinDigits
+from nni_rspnet.seg.data import pad_collate
+from nni_rspnet.seg.train import SegmentationModule
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -70,9 +69,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    space_cfg = SpaceConfig.from_yaml(args.config, args.overrides)
-    data_cfg = load_section(DataConfig, args.config, "data", args.overrides)
-    train_cfg = load_section(TrainConfig, args.config, "train", args.overrides)
+    cfg = RunConfig.load(args.config, args.overrides)  # the YAML's sections with the --set overrides
+    space_cfg, data_cfg, train_cfg = cfg.space, cfg.data, cfg.train
 
     # Traced datasets travel as their constructor arguments (a few hundred bytes), not as data.
     def dataset(split: str, n: int, train: bool):
@@ -131,7 +129,7 @@ def main(argv=None) -> int:
     summary = {"experiment_id": exp_id, "trials": args.trials, "strategy": args.strategy, "arch": arch,
                "params": count_params(net), "macs": count_macs(net, (h, w), space_cfg.in_channels),
                "output_shape": list(shape)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     print(describe(arch, space_cfg))
     print(f"best architecture -> {out / 'arch.json'}; rebuilt: {summary['params']:,} parameters, "
           f"{summary['macs'] / 1e6:.1f} M MACs, output {shape}")

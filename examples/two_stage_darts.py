@@ -24,11 +24,9 @@ from nni.retiarii import fixed_arch
 from nni.retiarii.evaluator.pytorch import Lightning, Trainer
 from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperiment
 
-from nni_rspnet import RSPNetSpace, SpaceConfig, build_network, describe, save_arch
-from nni_rspnet.schema import load_section
-from nni_rspnet.seg.data import DataConfig, build_datasets, build_loaders
-from nni_rspnet.search.driver import SearchConfig, split_for_search
-from nni_rspnet.search.strategy import TwoStageDarts
+from nni_rspnet import RSPNetSpace, RunConfig, TwoStageDarts, build_network, describe, save_arch
+from nni_rspnet.search.driver import split_for_search
+from nni_rspnet.seg.data import build_datasets, build_loaders
 from nni_rspnet.seg.train import SegmentationModule
 
 
@@ -44,14 +42,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    space_cfg = SpaceConfig.from_yaml(args.config, args.overrides)
-    data_cfg = load_section(DataConfig, args.config, "data", args.overrides)
-    search = load_section(SearchConfig, args.config, "search", args.overrides)
+    cfg = RunConfig.load(args.config, args.overrides)  # the YAML's sections with the --set overrides
+    space_cfg, data_cfg, search = cfg.space, cfg.data, cfg.search
     torch.manual_seed(search.seed)
     if search.threads:
         torch.set_num_threads(search.threads)
 
-    train_set, _, _ = build_datasets(data_cfg)  # the val split stays held out for evaluating the result
+    train_set = build_datasets(data_cfg, space_cfg.num_classes).train  # val stays held out for the result
     weights_set, arch_set = split_for_search(train_set, search.arch_fraction, search.seed)  # disjoint halves
     train_loader, val_loader = build_loaders(data_cfg, weights_set, arch_set)  # weights / architecture
     limit = search.limit_batches or None
@@ -64,12 +61,9 @@ def main(argv=None) -> int:
         warnings.simplefilter("ignore", RuntimeWarning)  # untraced DataLoaders are fine in one-shot mode
         evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
 
-    strategy = TwoStageDarts(warmup_epochs=search.warmup_epochs, stage1_epochs=search.stage1_epochs,
-                             stage2_epochs=search.stage2_epochs, arc_learning_rate=search.arc_lr,
-                             tau_init=search.tau_init, tau_min=search.tau_min,
-                             epoch_hook=lambda r: print(f"stage {r['stage']} epoch {r['epoch']}/{r['epochs']}: "
-                                                        f"val mIoU {r['metrics'].get('val_miou', float('nan')):.4f}",
-                                                        flush=True))
+    strategy = TwoStageDarts.from_config(  # epochs, architecture optimiser, temperatures of the search section
+        search, epoch_hook=lambda r: print(f"stage {r['stage']} epoch {r['epoch']}/{r['epochs']}: "
+                                           f"val mIoU {r['metrics'].get('val_miou', float('nan')):.4f}", flush=True))
     exp = RetiariiExperiment(RSPNetSpace(space_cfg), evaluator, [], strategy)
     config = RetiariiExeConfig()
     config.execution_engine = "oneshot"

@@ -190,7 +190,7 @@ def _configs(cfg: BenchmarkConfig, path: str, overrides: Sequence[str] = ()):
     """
     from .schema import from_mapping, read_sections
     from .seg.data import DataConfig
-    from .search.driver import SearchConfig
+    from .search.settings import SearchConfig
     from .space.model import SpaceConfig
     from .seg.train import TrainConfig
 
@@ -579,7 +579,7 @@ def run_gpu_section(cfg: BenchmarkConfig, log: Callable[[str], None] = print) ->
         log("[gpu] not measured: no CUDA device on this machine")
         return {"measured": False, "why": "no CUDA device on this machine (torch.cuda.is_available() is False)"}
     from .schema import load_section, read_sections
-    from .search.driver import SearchConfig
+    from .search.settings import SearchConfig
 
     table = latency_table(cfg, cfg.gpu_size, "cuda", None, log)
     cost = run_search_cost_section(cfg, "cuda", log)

@@ -1,22 +1,62 @@
 """The ``nni-rspnet`` command: one subcommand per step of the pipeline.
 
-Each subcommand is a pair of functions, ``_args_<name>(parser)`` and ``_cmd_<name>(args)``, listed
-in ``COMMANDS``; heavy imports happen inside ``_cmd_*`` so ``nni-rspnet --help`` stays fast. Errors a
-user can fix (bad config, bad architecture, bad data) print one line and exit with status 2.
+Each subcommand is a pair of functions, ``_args_<name>(parser)`` and ``_cmd_<name>(args)``, listed in
+``COMMANDS``. A command that reads a config takes ``--config`` and ``--set SECTION.KEY=VALUE`` and
+builds the run's ``RunConfig`` once (``_run_config``). The few short flags that stand for a setting are
+aliases, listed in ``ALIASES`` and turned into overrides in one place (``_overrides``): ``--data SPEC``
+is ``--set data.dataset=SPEC``.
+
+The library is imported inside the ``_cmd_*`` handlers, not at the top: importing this module must not
+load torch, Lightning or NNI, so ``nni-rspnet --help`` returns at once. Every ``UserError`` (a bad
+config, architecture, data or model file) is caught once, in ``main``: one line, exit status 2.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .errors import UserError
+from .errors import ConfigError, UserError
+from .schema import DEFAULT_CONFIG
+
+# Short flags that stand for one setting: option name -> (SECTION.KEY, metavar or None for a switch, help).
+ALIASES: Dict[str, Tuple[str, Optional[str], str]] = {
+    "data": ("data.dataset", "SPEC", "builtin | cityscapes:PATH | voc:PATH | folder:PATH"),
+    "verify": ("data.verify", None, "read every file of both splits once when the datasets are built"),
+}
 
 
-def _add_config_args(p: argparse.ArgumentParser, default: Optional[str] = "search_spaces/tiny.yaml") -> None:
-    p.add_argument("--config", default=default, help="YAML config (sections space/search/train/data)")
+def _add_config_args(p: argparse.ArgumentParser, *aliases: str) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (sections space/search/train/data)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set space.layers=3 (repeatable)")
+    for name in aliases:
+        key, metavar, text = ALIASES[name]
+        if metavar is None:
+            p.add_argument(f"--{name}", dest=f"alias_{name}", action="store_true", default=None,
+                           help=f"same as --set {key}=true: {text}")
+        else:
+            p.add_argument(f"--{name}", dest=f"alias_{name}", default=None, metavar=metavar,
+                           help=f"same as --set {key}={metavar}: {text}")
+
+
+def _overrides(args: argparse.Namespace) -> List[str]:
+    """The ``--set`` overrides, then the aliases given (the one place an alias becomes an override)."""
+    items = list(args.overrides)
+    for name, (key, _, _) in ALIASES.items():
+        value = getattr(args, f"alias_{name}", None)
+        if value is not None:
+            items.append(f"{key}={json.dumps(value)}")  # a JSON value is a YAML value: paths stay strings
+    return items
+
+
+def _run_config(args: argparse.Namespace):
+    """The run's ``RunConfig``: ``--config``, then ``--set`` and the aliases; every section validated."""
+    from .config import RunConfig
+
+    return RunConfig.load(args.config, _overrides(args))
 
 
 def _set_threads(threads: int) -> None:
@@ -34,15 +74,15 @@ def _args_space(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", nargs=2, type=int, default=[64, 128], metavar=("H", "W"),
                    help="input size for the MAC count of the sampled networks")
     p.add_argument("--samples", type=int, default=5, help="random architectures to sample for the cost range")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first sampled architecture")
 
 
 def _cmd_space(args: argparse.Namespace) -> int:
-    from .space.arch import build_network, random_arch, search_space_size_log10, space_spec
     from .measure import count_macs, count_params
-    from .space.model import RSPNetSpace, SpaceConfig
+    from .space.arch import build_network, random_arch, search_space_size_log10, space_spec
+    from .space.model import RSPNetSpace
 
-    cfg = SpaceConfig.from_yaml(args.config, args.overrides)
+    cfg = _run_config(args).space
     spec = space_spec(cfg)
     print(f"space {cfg.name!r} from {args.config}")
     print(f"  trellis: {cfg.layers} layers x resolutions {['1/%d' % r for r in cfg.resolutions]}, "
@@ -80,13 +120,9 @@ def _args_export_search_space(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_export_search_space(args: argparse.Namespace) -> int:
-    import json
-
-    from .errors import ConfigError
     from .nnictl.hpo import write_search_space
-    from .space.model import SpaceConfig
 
-    cfg = SpaceConfig.from_yaml(args.config, args.overrides)
+    cfg = _run_config(args).space
     try:
         extra = json.loads(args.extra) if args.extra else None
     except json.JSONDecodeError as err:
@@ -111,30 +147,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- data / train / evaluate / export / predict (issue 4) ------------------------------------------
-
-def _add_data_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, metavar="SPEC",
-                   help="builtin | cityscapes:PATH | voc:PATH | folder:PATH (default: the config's data.dataset)")
-
-
-def _data_config(args: argparse.Namespace):
-    from .schema import from_mapping, read_sections
-    from .seg.data import DataConfig
-
-    sections = read_sections(args.config, args.overrides)
-    if args.data:
-        sections["data"]["dataset"] = args.data
-    return from_mapping(DataConfig, sections["data"], f"{args.config} [data]")
-
+# --- data / train / evaluate / export / predict ------------------------------------------------------
 
 def _args_data(p: argparse.ArgumentParser) -> None:
-    _add_config_args(p)
-    _add_data_arg(p)
+    _add_config_args(p, "data", "verify")
     p.add_argument("--split", choices=["train", "val"], default="train", help="split to show")
     p.add_argument("--preview", default=None, metavar="PNG", help="write a grid of images with coloured masks")
     p.add_argument("--count", type=int, default=8, help="images in the preview")
-    p.add_argument("--verify", action="store_true", help="read every file of both splits once")
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -143,9 +162,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from .seg.data import build_datasets
     from .seg.visual import save_preview
 
-    cfg = _data_config(args)
-    if args.verify:
-        cfg.verify = True
+    cfg = _run_config(args).data
     train, val, classes = build_datasets(cfg)
     print(f"dataset {cfg.dataset}: {len(classes)} classes, train {len(train)} images, val {len(val)} images")
     ds = train if args.split == "train" else val
@@ -164,13 +181,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _args_train(p: argparse.ArgumentParser) -> None:
-    _add_config_args(p)
-    _add_data_arg(p)
+    _add_config_args(p, "data")
     p.add_argument("--arch", required=True, help="architecture JSON (label -> choice)")
     p.add_argument("--out", default="runs/train", help="run folder: checkpoints, history, model.pt")
-    p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    p.add_argument("--devices", type=int, default=None, help="override train.devices (processes on CPU)")
-    p.add_argument("--strategy", default=None, help="override train.strategy, e.g. ddp")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt after a kill")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
@@ -178,29 +191,14 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .seg.train import train_network
     from .space.arch import build_network, load_arch
-    from .errors import ConfigError
-    from .schema import from_mapping, read_sections
-    from .space.model import SpaceConfig
-    from .seg.train import TrainConfig, train_network
 
-    sections = read_sections(args.config, args.overrides)
-    for key, value in (("epochs", args.epochs), ("devices", args.devices), ("strategy", args.strategy)):
-        if value is not None:
-            sections["train"][key] = value
-    space = from_mapping(SpaceConfig, sections["space"], f"{args.config} [space]")
-    train_cfg = from_mapping(TrainConfig, sections["train"], f"{args.config} [train]")
-    data_cfg = _data_config(args)
-    from .seg.data import build_datasets
-
-    classes = build_datasets(data_cfg)[2]
-    if len(classes) != space.num_classes:
-        raise ConfigError(f"{args.config} [space]: num_classes is {space.num_classes} but dataset {data_cfg.dataset} "
-                          f"has {len(classes)} classes; set --set space.num_classes={len(classes)}")
-    arch = load_arch(args.arch, space)
-    net = build_network(space, arch)
-    result = train_network(net, data_cfg, train_cfg, args.out, device=args.device, resume=args.resume,
-                           space=space.to_dict(), arch=arch, progress=not args.no_progress,
+    cfg = _run_config(args)
+    arch = load_arch(args.arch, cfg.space)
+    net = build_network(cfg.space, arch)
+    result = train_network(net, cfg.data, cfg.train, args.out, device=args.device, resume=args.resume,
+                           space=cfg.space.to_dict(), arch=arch, progress=not args.no_progress,
                            max_time_s=args.max_minutes * 60 if args.max_minutes else None)
     if result["global_zero"]:
         if result["resumed_after_epoch"] is not None:
@@ -213,8 +211,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _args_evaluate(p: argparse.ArgumentParser) -> None:
-    _add_config_args(p)
-    _add_data_arg(p)
+    _add_config_args(p, "data")
     p.add_argument("--checkpoint", required=True, help="model.pt written by train")
     p.add_argument("--split", choices=["train", "val"], default="val")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="whole-image or sliding-window")
@@ -230,13 +227,12 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import os
 
-    from .errors import ConfigError
     from .seg.data import make_dataset
     from .seg.deploy import load_checkpoint, load_model
     from .seg.evaluate import evaluate_network, iou_table_markdown
 
     _set_threads(args.threads)
-    data_cfg = _data_config(args)
+    data_cfg = _run_config(args).data
     meta = load_checkpoint(args.checkpoint).get("meta") or {}
     net = load_model(args.checkpoint, args.device)
     split = args.split if data_cfg.dataset == "builtin" else (data_cfg.val_split if args.split == "val"
@@ -306,59 +302,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- search / latency-table (issue 3) ----------------------------------------------------------------
+# --- search / latency-table ----------------------------------------------------------------------
 
 def _args_search(p: argparse.ArgumentParser) -> None:
-    _add_config_args(p)
-    _add_data_arg(p)
+    _add_config_args(p, "data")
     p.add_argument("--out", default="runs/search", help="output folder: arch.json, probs.json, cell.json, checkpoint")
-    p.add_argument("--target-latency-ms", type=float, default=None, help="latency target (search.target_latency_ms)")
-    p.add_argument("--target-params", type=float, default=None, help="parameter-count target (search.target_params)")
-    p.add_argument("--lut", default=None, help="cost table from 'nni-rspnet latency-table' (search.lut)")
-    p.add_argument("--seed", type=int, default=None, help="override search.seed")
-    p.add_argument("--epochs", type=int, nargs=3, default=None, metavar=("WARMUP", "STAGE1", "STAGE2"),
-                   help="override search.warmup_epochs, stage1_epochs, stage2_epochs")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt after a kill")
     p.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
 
 
-def _search_configs(args: argparse.Namespace):
-    import os
-
-    from .errors import ConfigError
-
-    from .schema import from_mapping, read_sections
-    from .search.driver import SearchConfig
-    from .space.model import SpaceConfig
-
-    sections = read_sections(args.config, args.overrides)
-    search = sections["search"]
-    for key, value in (("target_latency_ms", args.target_latency_ms), ("target_params", args.target_params),
-                       ("lut", args.lut), ("seed", args.seed)):
-        if value is not None:
-            search[key] = value
-    if args.epochs is not None:
-        search.update(warmup_epochs=args.epochs[0], stage1_epochs=args.epochs[1], stage2_epochs=args.epochs[2])
-    space = from_mapping(SpaceConfig, sections["space"], f"{args.config} [space]")
-    search_cfg = from_mapping(SearchConfig, search, f"{args.config} [search]")
-    if search_cfg.lut and not os.path.isfile(search_cfg.lut):
-        raise ConfigError(f"{args.config} [search]: lut {search_cfg.lut!r} not found")
-    return space, search_cfg
-
-
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .space.arch import describe
-    from .errors import ConfigError
-    from .seg.data import build_datasets
     from .search.driver import run_search
+    from .space.arch import describe
 
-    space, search_cfg = _search_configs(args)
-    data_cfg = _data_config(args)
-    classes = build_datasets(data_cfg)[2]
-    if len(classes) != space.num_classes:
-        raise ConfigError(f"{args.config} [space]: num_classes is {space.num_classes} but dataset {data_cfg.dataset} "
-                          f"has {len(classes)} classes; set --set space.num_classes={len(classes)}")
+    cfg = _run_config(args)
 
     def report(record) -> None:
         m = record["metrics"]
@@ -368,14 +326,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
               f"val mIoU {m.get('val_miou', float('nan')):.4f}  tau {m.get('tau', float('nan')):.3f}{extra}",
               flush=True)
 
-    result = run_search(space, search_cfg, data_cfg, args.out, device=args.device, resume=args.resume,
+    result = run_search(cfg.space, cfg.search, cfg.data, args.out, device=args.device, resume=args.resume,
                         epoch_callback=report, progress_bar=args.progress)
-    print(describe(result.arch, space))
+    print(describe(result.arch, cfg.space))
     cost = result.cost
     print(f"exported network: {cost['params']:,.0f} parameters, {cost['macs'] / 1e6:.2f} M MACs, "
-          f"{cost['latency_ms']:.2f} ms on {search_cfg.latency_device or args.device}")
-    if search_cfg.target is not None:
-        metric, target = search_cfg.target
+          f"{cost['latency_ms']:.2f} ms on {cfg.search.latency_device or args.device}")
+    if cfg.search.target is not None:
+        metric, target = cfg.search.target
         print(f"target {metric} {target:g}: exported {cost[metric]:g} ({100 * cost[metric] / target:.0f} % of target)")
     print(f"architecture written to {args.out}/arch.json (probabilities: probs.json, stage-1 cell: cell.json)")
     return 0
@@ -392,13 +350,11 @@ def _args_latency_table(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_latency_table(args: argparse.Namespace) -> int:
-    from .errors import ConfigError
     from .search.cost_table import build_cost_table
-    from .space.model import SpaceConfig
 
     if min(args.input_size) < 1 or args.repeats < 1:
         raise ConfigError(f"--input-size must be positive and --repeats >= 1, got {args.input_size}, {args.repeats}")
-    space = SpaceConfig.from_yaml(args.config, args.overrides)
+    space = _run_config(args).space
     table = build_cost_table(space, args.input_size, args.device, latency=True, repeats=args.repeats,
                              threads=args.threads or None)
     table.save(args.out)
@@ -428,7 +384,7 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, args.config, fast=args.fast, overrides=args.overrides, device=args.device,
+    run_demo(args.out, args.config, fast=args.fast, overrides=_overrides(args), device=args.device,
              resume=args.resume)
     return 0
 
@@ -452,7 +408,6 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .benchmark import SECTIONS, BenchmarkConfig, run_benchmark
-    from .errors import ConfigError
 
     cfg = BenchmarkConfig(out_dir=args.out, markdown=args.markdown, search_cost_markdown=args.search_cost_md)
     if args.quick:
@@ -505,8 +460,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    import logging
-
     # Lightning's per-fit banner ("GPU available: False ...") repeats for every stage; keep warnings.
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     try:

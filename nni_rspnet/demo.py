@@ -11,7 +11,20 @@ import os
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
+import torch
+
+from .config import RunConfig
 from .fileio import atomic_write_text, write_json
+from .measure import count_macs, count_params, measure_latency
+from .schema import DEFAULT_CONFIG
+from .search.driver import run_search
+from .seg.data import build_datasets
+from .seg.deploy import export_onnx, export_torchscript, load_model
+from .seg.evaluate import evaluate_network
+from .seg.train import train_network
+from .seg.visual import save_preview
+from .space.arch import build_network, describe
+from .space.draw import draw_architecture
 
 # Sizes that keep the full demo within ~10 minutes on 2 CPU cores, and a --fast variant for tests. One
 # torch thread: with any other load on the machine, two threads spinning for busy cores ran many times
@@ -36,7 +49,7 @@ def _step(n: int, total: int, text: str) -> float:
     return time.time()
 
 
-def run_demo(out_dir: str = "runs/demo", config: str = "search_spaces/tiny.yaml", fast: bool = False,
+def run_demo(out_dir: str = "runs/demo", config: str = DEFAULT_CONFIG, fast: bool = False,
              overrides: Optional[Iterable[str]] = None, device: str = "cpu", resume: bool = False) -> Dict[str, Any]:
     """Runs the pipeline and returns the summary (also written to ``out_dir/summary.json`` and ``.md``).
 
@@ -48,36 +61,19 @@ def run_demo(out_dir: str = "runs/demo", config: str = "search_spaces/tiny.yaml"
         device: ``cpu`` or ``cuda``.
         resume: continue a killed demo: the search and the training resume from their checkpoints.
     """
-    import torch
-
-    from .space.arch import build_network, describe
-    from .schema import from_mapping, read_sections
-    from .measure import count_macs, count_params, measure_latency
-    from .seg.data import DataConfig, build_datasets
-    from .seg.visual import save_preview
-    from .seg.deploy import export_onnx, export_torchscript, load_model
-    from .space.draw import draw_architecture
-    from .seg.evaluate import evaluate_network
-    from .search.driver import SearchConfig, run_search
-    from .space.model import SpaceConfig
-    from .seg.train import TrainConfig, train_network
-
     started = time.time()
-    overrides = DEMO_PRESETS[fast] + list(overrides or [])
-    sections = read_sections(config, overrides)
-    where = f"{config} (with demo presets)"
-    space_cfg = from_mapping(SpaceConfig, sections["space"], f"{where} [space]")
-    data_cfg = from_mapping(DataConfig, sections["data"], f"{where} [data]")
-    search_cfg = from_mapping(SearchConfig, sections["search"], f"{where} [search]")
-    train_cfg = from_mapping(TrainConfig, sections["train"], f"{where} [train]")
+    cfg = RunConfig.load(config, DEMO_PRESETS[fast] + list(overrides or []), origin=f"{config} (with demo presets)")
+    space_cfg, search_cfg, train_cfg, data_cfg = cfg.space, cfg.search, cfg.train, cfg.data
     os.makedirs(out_dir, exist_ok=True)
     files: Dict[str, str] = {}
     timings: Dict[str, float] = {}
     total = 6
 
-    t = _step(1, total, f"built-in data: {data_cfg.num_train} train / {data_cfg.num_val} val images of "
-                        f"{data_cfg.image_size[0]}x{data_cfg.image_size[1]}, background + 10 digits")
-    train_set, val_set, classes = build_datasets(data_cfg)
+    t = _step(1, total, f"data: {data_cfg.dataset}")
+    datasets = build_datasets(data_cfg, space_cfg.num_classes)  # once, for every step below
+    val_set, classes = datasets.val, datasets.classes
+    print(f"  {len(datasets.train)} train / {len(val_set)} val images, {len(classes)} classes: "
+          f"{', '.join(classes[:12])}{' ...' if len(classes) > 12 else ''}", flush=True)
     files["data preview"] = os.path.join(out_dir, "data_preview.png")
     save_preview(val_set, files["data preview"], count=6, mean=data_cfg.mean, std=data_cfg.std)
     timings["data"] = time.time() - t
@@ -93,7 +89,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = "search_spaces/tiny.yaml"
 
     search_dir = os.path.join(out_dir, "search")
     found = run_search(space_cfg, search_cfg, data_cfg, search_dir, device=device, resume=resume,
-                       epoch_callback=report, progress_bar=True)
+                       epoch_callback=report, progress_bar=True, datasets=datasets)
     files["architecture"] = os.path.join(search_dir, "arch.json")
     files["path probabilities"] = os.path.join(search_dir, "probs.json")
     files["stage-1 cell"] = os.path.join(search_dir, "cell.json")
@@ -107,7 +103,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = "search_spaces/tiny.yaml"
     net = build_network(space_cfg, found.arch)
     train_dir = os.path.join(out_dir, "train")
     trained = train_network(net, data_cfg, train_cfg, train_dir, device=device, resume=resume,
-                            space=space_cfg.to_dict(), arch=found.arch, progress=True)
+                            space=space_cfg.to_dict(), arch=found.arch, progress=True, datasets=datasets)
     files["trained model"] = trained["model_path"]
     files["training curves"] = os.path.join(train_dir, "curves.png")
     timings["train"] = time.time() - t

@@ -18,7 +18,6 @@ import os
 import tempfile
 from typing import Any, Callable, Dict, Iterator, Optional, Type, Union
 
-import torch
 import yaml
 
 from .errors import ConfigError, UserError
@@ -80,6 +79,8 @@ def write_json(path: PathLike, data: Any, indent: int = 2, sort_keys: bool = Fal
 
 def save_torch(obj: Any, path: PathLike) -> None:
     """``torch.save(obj, path)``, atomically (checkpoints, ``model.pt``)."""
+    import torch  # here, not above: the CLI reads its default config path through this module, without torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

@@ -23,6 +23,7 @@ from .fileio import read_yaml
 
 T = TypeVar("T")
 SECTIONS = ("space", "search", "train", "data")
+DEFAULT_CONFIG = "search_spaces/tiny.yaml"  # what --config and the Python entry points read by default
 
 
 def check_type(value: Any, tp: Any, where: str) -> Any:

@@ -11,7 +11,7 @@ from nni_rspnet.space.arch import random_arch, save_arch
 from nni_rspnet.benchmark import (SECTIONS, BenchmarkConfig, _parse_markdown_tables, goals, interleaved_latency,
                                   lightest_arch, load_results, machine_info, project_search_hours, render_page,
                                   run_benchmark, store_result, torchvision_peer)
-from nni_rspnet.search.driver import SearchConfig
+from nni_rspnet.search.settings import SearchConfig
 from nni_rspnet.cli import main
 from nni_rspnet.space.model import SpaceConfig
 

@@ -58,7 +58,7 @@ def test_stock_tuner_samples_rebuild(small_cfg, tuner):
     for i in range(4):
         sample = t.generate_parameters(i)
         arch = sample_to_arch(sample, small_cfg)
-        assert 1e-3 <= split_sample(sample)[1]["train"]["lr"] <= 1e-1
+        assert 1e-3 <= split_sample(sample)[1]["train.lr"] <= 1e-1
         archs.append(arch)
         t.receive_trial_result(i, sample, 0.1 * i)
     net = build_network(small_cfg, archs[-1])
@@ -69,7 +69,7 @@ def test_stock_tuner_samples_rebuild(small_cfg, tuner):
 def test_split_sample_and_errors(small_cfg):
     arch, over = split_sample({"cell/node0/op0": "conv_3x3", "search.arc_lr": 0.01, "space.paths_per_node": 1})
     assert arch == {"cell/node0/op0": "conv_3x3"}
-    assert over == {"search": {"arc_lr": 0.01}, "space": {"paths_per_node": 1}}
+    assert over == {"search.arc_lr": 0.01, "space.paths_per_node": 1}
     assert split_sample(None) == ({}, {})
     with pytest.raises(ConfigError, match="'lr'.*SECTION.KEY"):
         split_sample({"lr": 0.1})

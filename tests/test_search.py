@@ -19,7 +19,8 @@ from nni_rspnet.errors import ConfigError
 from nni_rspnet.schema import load_section, read_sections
 from nni_rspnet.search.cost_table import CostTable, build_cost_table
 from nni_rspnet.seg.data import DataConfig
-from nni_rspnet.search.driver import SearchConfig, run_search
+from nni_rspnet.search.driver import run_search
+from nni_rspnet.search.settings import SearchConfig
 from nni_rspnet.space.model import RSPNetSpace, SpaceConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,7 +123,8 @@ def test_latency_target_is_met_by_the_lookup_table(baseline, tmp_path):
 def test_search_killed_with_sigkill_resumes_to_the_same_kind_of_export(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "nni_rspnet.cli", "search", "--config", TINY, "--out", str(out),
-           "--epochs", "1", "2", "3"] + [arg for item in OVERRIDES[:-3] for arg in ("--set", item)]
+           "--set", "search.warmup_epochs=1", "--set", "search.stage1_epochs=2", "--set", "search.stage2_epochs=3",
+           ] + [arg for item in OVERRIDES[:-3] for arg in ("--set", item)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
     history = out / "history.json"
@@ -165,11 +167,11 @@ def test_cli_latency_table_and_search_errors(tmp_path, capsys):
     assert "written to" in capsys.readouterr().out
     # both targets at once, or a missing table, are one-line errors with status 2
     small = [arg for item in OVERRIDES for arg in ("--set", item)]
-    assert main(["search", "--config", TINY, *small, "--out", str(tmp_path / "x"), "--target-params", "1000",
-                 "--target-latency-ms", "3"]) == 2
+    assert main(["search", "--config", TINY, *small, "--out", str(tmp_path / "x"), "--set", "search.target_params=1000",
+                 "--set", "search.target_latency_ms=3"]) == 2
     assert "at most one" in capsys.readouterr().err
-    assert main(["search", "--config", TINY, *small, "--out", str(tmp_path / "x"), "--lut",
-                 str(tmp_path / "none.json"), "--target-latency-ms", "3"]) == 2
+    assert main(["search", "--config", TINY, *small, "--out", str(tmp_path / "x"), "--set",
+                 f"search.lut={tmp_path / 'none.json'}", "--set", "search.target_latency_ms=3"]) == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing ran
 

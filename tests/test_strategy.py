@@ -168,6 +168,8 @@ def attached(module_cls, **kwargs):
     torch.manual_seed(0)
     inner = ToySeg()
     inner.set_model(PlantedSpace())
+    if module_cls is RSPDartsModule:  # the settings the strategy passes it, at their (SearchConfig) defaults
+        kwargs = {**TwoStageDarts().module_kwargs, **kwargs}
     return module_cls(inner, **kwargs)
 
 

@@ -209,7 +209,7 @@ def _history(out):
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_from_last_epoch(tmp_path):
     arch, out = _arch_file(tmp_path), str(tmp_path / "run")
-    args = ["train", "--arch", arch, "--config", TINY_YAML, *CLI_SETS, "--epochs", "6", "--out", out,
+    args = ["train", "--arch", arch, "--config", TINY_YAML, *CLI_SETS, "--set=train.epochs=6", "--out", out,
             "--no-progress", "--set=data.num_train=96"]
     proc = _cli(args)
     deadline = time.time() + 240
@@ -237,13 +237,13 @@ def test_resume_after_sigkill_continues_from_last_epoch(tmp_path):
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu_matches_single_process(tmp_path):
     arch = _arch_file(tmp_path)
-    common = ["train", "--arch", arch, "--config", TINY_YAML, *CLI_SETS, "--epochs", "2", "--no-progress",
+    common = ["train", "--arch", arch, "--config", TINY_YAML, *CLI_SETS, "--set=train.epochs=2", "--no-progress",
               "--set=data.augment=false", "--set=train.lr=0.02"]
     single = _cli(common + ["--out", str(tmp_path / "single")])
     log1 = single.communicate(timeout=400)[0]
     assert single.returncode == 0, log1[-3000:]
     # Two processes with half the batch each: the same effective batch as the single process.
-    ddp = _cli(common + ["--out", str(tmp_path / "ddp"), "--devices", "2", "--strategy", "ddp",
+    ddp = _cli(common + ["--out", str(tmp_path / "ddp"), "--set=train.devices=2", "--set=train.strategy=ddp",
                          "--set=data.batch_size=4", "--set=data.val_batch_size=4"])
     log2 = ddp.communicate(timeout=500)[0]
     assert ddp.returncode == 0, log2[-3000:]

@@ -11,9 +11,11 @@ import yaml
 from nni_rspnet.space.arch import ArchError, load_arch, random_arch
 from nni_rspnet.errors import ConfigError
 from nni_rspnet.seg.deploy import load_model
-from nni_rspnet.nnictl.hpo import export_search_space
+from nni_rspnet.nnictl.hpo import export_search_space, split_sample
+from nni_rspnet.seg.train import TrainConfig
 from nni_rspnet.space.model import SpaceConfig
-from nni_rspnet.nnictl.trial import main, relay_reports, resolve_sections, run_trial
+from nni_rspnet.config import RunConfig
+from nni_rspnet.nnictl.trial import main, relay_reports, run_trial
 
 SPACE = {"name": "trial-test", "num_classes": 11, "stem_channels": 8, "resolutions": [4, 8], "channels": [8, 16],
          "layers": 2, "paths_per_node": 1, "skip_paths": False, "cell_nodes": 2, "head_channels": 8,
@@ -43,10 +45,11 @@ def reported(monkeypatch):
 
 
 def test_settings_are_layered_yaml_then_set_then_tuner(config_file):
-    sections, arch = resolve_sections(config_file, ["train.epochs=4", "train.lr=0.2"], {"train.epochs": 7,
-                                                                                          "cell/node0/op0": "x"})
-    assert sections["train"]["epochs"] == 7 and sections["train"]["lr"] == 0.2  # tuner > --set > YAML
-    assert sections["data"]["num_train"] == 16 and arch == {"cell/node0/op0": "x"}
+    arch, settings = split_sample({"train.epochs": 7, "cell/node0/op0": "x"})
+    cfg = RunConfig.load(config_file, ["train.epochs=4", "train.lr=0.2"], settings)
+    assert cfg.train.epochs == 7 and cfg.train.lr == 0.2  # tuner > --set > YAML
+    assert cfg.data.num_train == 16 and arch == {"cell/node0/op0": "x"}
+    assert cfg.train.optimizer == TrainConfig().optimizer  # what none of them sets: the dataclass default
 
 
 def test_relay_tags_intermediate_and_holds_back_final(reported):
@@ -89,7 +92,8 @@ def test_standalone_arch_trial(config_file, tmp_path, reported, capsys):
     cfg = SpaceConfig.from_dict(SPACE)
     assert load_arch(out / "arch.json", cfg) == random_arch(cfg, 3)
     saved = json.loads((out / "config.json").read_text())
-    assert saved["stage"] == "arch" and saved["train"]["lr"] == 0.1 and saved["space"] == SPACE
+    assert saved["stage"] == "arch" and saved["train"]["lr"] == 0.1
+    assert saved["space"] == SpaceConfig.from_dict(SPACE).to_dict()  # every setting the run used, defaults too
     assert json.loads((out / "result.json").read_text())["default"] == final[0]["default"]
     # The scripted network is the trained one.
     x = torch.randn(2, 3, 32, 64)

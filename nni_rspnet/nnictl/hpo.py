@@ -54,24 +54,25 @@ def format_search_space(space: Mapping[str, Any]) -> str:
     return "{\n" + ",\n".join(rows) + "\n}\n"
 
 
-def split_sample(sample: Optional[Mapping[str, Any]]) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
-    """Splits a tuner sample into architecture labels and config overrides.
+def split_sample(sample: Optional[Mapping[str, Any]]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Splits a tuner sample into architecture labels and config settings.
 
     Keys with a ``/`` are architecture labels (``cell/node1/op0``); keys ``SECTION.KEY`` are config
-    values (``search.arc_lr``: ``{"search": {"arc_lr": ...}}``). Anything else is an error naming the key.
+    settings (``search.arc_lr``, for ``RunConfig.load(..., sample=...)``). Anything else is an error
+    naming the key.
 
     Returns:
-        ``(arch_part, overrides)``; both are empty for an empty or ``None`` sample (standalone run).
+        ``(arch_part, settings)``; both are empty for an empty or ``None`` sample (standalone run).
     """
     arch: Dict[str, Any] = {}
-    overrides: Dict[str, Dict[str, Any]] = {}
+    settings: Dict[str, Any] = {}
     for key, value in (sample or {}).items():
         if "/" in key:
             arch[key] = value
             continue
-        section, name = split_key(key, f"tuner parameter {key!r}")
-        overrides.setdefault(section, {})[name] = value
-    return arch, overrides
+        split_key(key, f"tuner parameter {key!r}")  # fails here, naming the key, before anything runs
+        settings[key] = value
+    return arch, settings
 
 
 def sample_to_arch(sample: Mapping[str, Any], config, source: str = "tuner sample") -> Arch:

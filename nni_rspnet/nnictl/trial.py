@@ -24,42 +24,28 @@ import argparse
 import contextlib
 import json
 import os
+import runpy
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from ..schema import from_mapping, read_sections
+import nni
+
+from ..config import RunConfig
 from ..errors import ConfigError, UserError
 from ..fileio import write_json
+from ..measure import measure_cost
+from ..schema import DEFAULT_CONFIG
+from ..search.driver import run_search
+from ..seg.data import Datasets, build_datasets
+from ..seg.deploy import export_torchscript, load_model
+from ..seg.train import train_network
+from ..space.arch import build_network, random_arch, save_arch, validate
+from ..space.draw import draw_architecture
+from .hpo import split_sample
 
 STAGES = ("cell", "macro", "arch")
-
-
-def _nni():
-    import nni
-
-    return nni
-
-
-def resolve_sections(config: str, overrides: Sequence[str] = (), sample: Optional[Mapping[str, Any]] = None
-                     ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
-    """Layers the settings: the YAML ``config`` with ``--set`` overrides, then the tuner's ``sample``.
-
-    Returns:
-        ``(sections, arch_part)``: the config sections (dataclass defaults fill what they leave out) and
-        the architecture labels of the sample (empty unless the tuner samples architectures).
-    """
-    from .hpo import split_sample
-
-    sections = read_sections(config, overrides)
-    arch_part, tuned = split_sample(sample)
-    for section, values in tuned.items():
-        sections[section].update(values)
-    return sections, arch_part
-
-
-def _where(config: str, section: str, tuned: bool) -> str:
-    return f"{config} [{section}]" + (" with the tuner's parameters" if tuned else "")
 
 
 @contextlib.contextmanager
@@ -70,7 +56,6 @@ def relay_reports(phase: str, finals: List[Any]) -> Iterator[None]:
     multi-trial runs; in this trial only ``run_trial`` may send the final result (NNI keeps the first
     one), so any final result sent inside the block goes to ``finals`` instead.
     """
-    nni = _nni()
     report_intermediate, report_final = nni.report_intermediate_result, nni.report_final_result
 
     def intermediate(metric: Any) -> None:
@@ -84,18 +69,14 @@ def relay_reports(phase: str, finals: List[Any]) -> Iterator[None]:
         nni.report_intermediate_result, nni.report_final_result = report_intermediate, report_final
 
 
-def _search(stage: str, space_cfg, sections: Dict[str, Dict[str, Any]], data_cfg, out_dir: Path, device: str,
-            config: str, tuned: bool) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+def _search(stage: str, cfg: RunConfig, datasets: Datasets, out_dir: Path,
+            device: str) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     """Runs the two-stage one-shot search; returns ``(arch, probs)``.
 
     A ``macro`` trial reports every search epoch; a ``cell`` trial only those of the cell stage (its
     experiment keeps the path stage short with ``--set search.stage2_epochs=1``), so the assessor
     compares cell searches with cell searches.
     """
-    from ..search.driver import SearchConfig, run_search
-
-    search_cfg = from_mapping(SearchConfig, sections["search"], _where(config, "search", tuned))
-    nni = _nni()
 
     def on_epoch(record: Mapping[str, Any]) -> None:
         metrics = record.get("metrics", {})
@@ -105,7 +86,8 @@ def _search(stage: str, space_cfg, sections: Dict[str, Dict[str, Any]], data_cfg
         nni.report_intermediate_result({"default": float(metrics["val_miou"]), **extra,
                                         "phase": f"search{record['stage']}", "epoch": int(record["global_epoch"])})
 
-    result = run_search(space_cfg, search_cfg, data_cfg, out_dir / "search", device=device, epoch_callback=on_epoch)
+    result = run_search(cfg.space, cfg.search, cfg.data, out_dir / "search", device=device, epoch_callback=on_epoch,
+                        datasets=datasets)
     return dict(result.arch), dict(result.probs)
 
 
@@ -127,22 +109,16 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     Returns:
         The final metric dict: ``default`` (val mIoU after retraining), ``params``, ``macs``, ``latency_ms``.
     """
-    from ..space.arch import build_network, random_arch, save_arch, validate
-    from ..measure import measure_cost
-    from ..seg.data import DataConfig
-    from ..space.model import SpaceConfig
-    from ..seg.train import TrainConfig, train_network
-
     if stage not in STAGES:
         raise ConfigError(f"--stage must be one of {list(STAGES)}, got {stage!r}")
-    sections, arch_part = resolve_sections(config, overrides, sample)
+    arch_part, settings = split_sample(sample)
     tuned = bool(sample)
-    space_cfg = from_mapping(SpaceConfig, sections["space"], _where(config, "space", tuned))
-    data_cfg = from_mapping(DataConfig, sections["data"], _where(config, "data", tuned))
-    train_cfg = from_mapping(TrainConfig, sections["train"], _where(config, "train", tuned))
+    cfg = RunConfig.load(config, overrides, settings)
+    space_cfg, train_cfg, data_cfg = cfg.space, cfg.train, cfg.data
+    datasets = build_datasets(data_cfg, space_cfg.num_classes)  # once, for the search and the retraining
     out = Path(out_dir or os.environ.get("NNI_OUTPUT_DIR") or f"runs/trial-{stage}")
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {"stage": stage, "config": config, "sample": sample or {}, **sections},
+    write_json(out / "config.json", {"stage": stage, "config": config, "sample": sample or {}, **cfg.to_dict()},
                default=str)
 
     probs = None
@@ -158,7 +134,7 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
         if arch_part:
             raise ConfigError(f"stage {stage!r} searches the architecture; the tuner must not sample labels "
                               f"such as {next(iter(arch_part))!r}")
-        arch, probs = _search(stage, space_cfg, sections, data_cfg, out, device, config, tuned)
+        arch, probs = _search(stage, cfg, datasets, out, device)
     save_arch(arch, out / "arch.json", space_cfg)
     if probs is not None:
         write_json(out / "probs.json", probs, sort_keys=True)
@@ -167,13 +143,11 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     finals: List[Any] = []
     with relay_reports("retrain", finals):
         trained = train_network(net, data_cfg, train_cfg, os.fspath(out / "train"), device=device,
-                                space=space_cfg.to_dict(), arch=arch, progress=False)
+                                space=space_cfg.to_dict(), arch=arch, progress=False, datasets=datasets)
     miou = trained["val_miou"]
     if miou is None:
         raise RuntimeError(f"{out / 'train'}: retraining ran no validation epoch (train.epochs = {train_cfg.epochs})")
     # The weights that were validated (the EMA copy when train.ema_decay > 0), as train_network saved them.
-    from ..seg.deploy import load_model
-
     net = load_model(trained["model_path"], device="cpu")
     size = data_cfg.crop_size or data_cfg.image_size
     cost = measure_cost(net, size, space_cfg.in_channels, device="cpu", repeats=5)
@@ -190,10 +164,6 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
 def _export(net, arch: Dict[str, Any], space_cfg, probs: Optional[Dict[str, Any]], trained: Dict[str, Any],
             out: Path) -> None:
     """The scripted network, ``model.pt`` beside it, and the picture of the architecture."""
-
-    from ..seg.deploy import export_torchscript
-    from ..space.draw import draw_architecture
-
     export_torchscript(net, os.fspath(out / "model_scripted.pt"),
                        meta={"space": space_cfg.to_dict(), "arch": arch, "val_miou": trained["val_miou"]})
     flat = _flat_probs(probs) if probs else None
@@ -219,14 +189,10 @@ def retiarii_trial_command_params() -> Dict[str, str]:
     from) the worker runs ``python -m nni_rspnet.nnictl.trial -m nni.retiarii.trial_entry py``: the package is
     imported first, then NNI's entry point runs unchanged.
     """
-    import shlex
-
     return {"python": f"{shlex.quote(sys.executable)} -m nni_rspnet.nnictl.trial"}
 
 
 def _run_retiarii_entry(argv: Sequence[str]) -> int:
-    import runpy
-
     sys.argv = [RETIARII_ENTRY, *argv]
     runpy.run_module(RETIARII_ENTRY, run_name="__main__", alter_sys=True)
     return 0
@@ -235,7 +201,7 @@ def _run_retiarii_entry(argv: Sequence[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nni_rspnet.nnictl.trial", description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=STAGES, required=True, help="what the trial runs")
-    parser.add_argument("--config", default="search_spaces/tiny.yaml", help="YAML with space/search/train/data")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML with space/search/train/data")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value before the tuner's parameters (repeatable)")
     parser.add_argument("--out", default=None, help="output folder (default: $NNI_OUTPUT_DIR, else runs/trial-STAGE)")
@@ -249,7 +215,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:2] == ["-m", RETIARII_ENTRY]:  # a Retiarii multi-trial worker, see retiarii_trial_command_params
         return _run_retiarii_entry(argv[2:])
     args = build_parser().parse_args(argv)
-    nni = _nni()
     sample = nni.get_next_parameter()  # falsy when run outside NNI
     try:
         final = run_trial(args.stage, args.config, args.overrides, sample or None, args.out, args.device, args.seed,

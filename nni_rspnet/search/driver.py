@@ -18,120 +18,28 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Union
 
+import pytorch_lightning as pl
 import torch
+from nni.retiarii.evaluator.pytorch import Lightning, Trainer
+from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperiment
+from torch.utils.data import Subset
 
-from ..space.arch import build_network, save_arch, validate
-from ..fileio import save_torch, write_json
 from ..errors import ConfigError
-from ..schema import from_mapping, load_section
-from ..space.model import SpaceConfig
+from ..fileio import save_torch, write_json
+from ..measure import measure_cost
+from ..seg.data import DataConfig, Datasets, build_loaders, datasets_for
+from ..seg.train import SegmentationModule
+from ..space.arch import build_network, save_arch, validate
+from ..space.model import RSPNetSpace, SpaceConfig
+from .cost_table import CostTable, build_cost_table
+from .penalty import ResourcePenalty
+from .settings import SearchConfig
+from .strategy import CELL_PREFIX, TwoStageDarts
 
 EpochCallback = Callable[[Dict[str, Any]], None]
-
-
-@dataclass
-class SearchConfig:
-    """The search, as in the ``search`` section of ``search_spaces/*.yaml``.
-
-    Attributes:
-        warmup_epochs: weights-only epochs before stage 1.
-        stage1_epochs: cell-search epochs.
-        stage2_epochs: path-search epochs.
-        stage2_warmup_epochs: weights-only epochs at the start of stage 2.
-        lr, momentum, weight_decay: SGD of the supernet weights (training split).
-        arc_lr, arc_weight_decay: Adam of the architecture parameters (validation split).
-        tau_init, tau_min: softmax temperature, annealed geometrically within each stage.
-        grad_clip: gradient-norm clipping of the weight step (0 = off).
-        target_latency_ms: latency to aim at (ms, on ``latency_device`` at ``latency_input_size``).
-        target_params: parameter count to aim at. At most one of the two targets may be set.
-        lambda_init, lambda_rate: initial weight of the resource penalty and its adaptation speed.
-        latency_input_size: ``[H, W]`` at which costs are measured (default: the data's image size).
-        latency_device: where latencies are measured (default: the search device).
-        latency_repeats: timed runs per candidate (the median is kept).
-        lut: a cost table from ``nni-rspnet latency-table`` (default: measured at the start).
-        limit_batches: batches per epoch and split (0 = all), for quick runs.
-        arch_fraction: share of the data's *train* split that trains the architecture parameters (and
-            gives the supernet's per-epoch validation mIoU); the rest trains the weights. The data's
-            val split is never seen by the search, so the found network is evaluated on held-out data.
-        threads: CPU threads of the search (0 = torch's default); on a shared machine 1 can be
-            many times faster than threads spinning for busy cores.
-        seed: seed of weights, architecture parameters and data order.
-    """
-
-    warmup_epochs: int = 1
-    stage1_epochs: int = 3
-    stage2_epochs: int = 3
-    stage2_warmup_epochs: int = 0
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    arc_lr: float = 3e-3
-    arc_weight_decay: float = 1e-3
-    tau_init: float = 1.0
-    tau_min: float = 0.5
-    grad_clip: float = 5.0
-    target_latency_ms: Optional[float] = None
-    target_params: Optional[float] = None
-    lambda_init: float = 0.1
-    lambda_rate: float = 0.2
-    latency_input_size: Optional[List[int]] = None
-    latency_device: Optional[str] = None
-    latency_repeats: int = 5
-    lut: Optional[str] = None
-    limit_batches: int = 0
-    arch_fraction: float = 0.5
-    threads: int = 0
-    seed: int = 0
-
-    def validate(self) -> None:
-        """Raises ``ValueError`` naming the first bad value."""
-        for key in ("warmup_epochs", "stage2_warmup_epochs", "limit_batches", "threads"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        for key in ("stage1_epochs", "stage2_epochs", "latency_repeats"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not 0 < self.arch_fraction < 1:
-            raise ValueError(f"arch_fraction must be in (0, 1), got {self.arch_fraction}")
-        for key in ("lr", "arc_lr", "tau_init", "tau_min", "lambda_init"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
-        for key in ("weight_decay", "arc_weight_decay", "grad_clip", "lambda_rate", "momentum"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        for key in ("target_latency_ms", "target_params"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise ValueError(f"{key} must be > 0 (or null for no target), got {value}")
-        if self.target_latency_ms is not None and self.target_params is not None:
-            raise ValueError("set at most one of target_latency_ms and target_params, got both")
-        if self.latency_input_size is not None and (len(self.latency_input_size) != 2
-                                                    or min(self.latency_input_size) < 1):
-            raise ValueError(f"latency_input_size must be [H, W] or null, got {self.latency_input_size}")
-
-    @property
-    def target(self) -> Optional[tuple]:
-        """``(metric, value)`` of the resource target, or ``None``."""
-        if self.target_latency_ms is not None:
-            return "latency_ms", float(self.target_latency_ms)
-        if self.target_params is not None:
-            return "params", float(self.target_params)
-        return None
-
-    @classmethod
-    def from_yaml(cls, path: Union[str, os.PathLike], overrides: Optional[Iterable[str]] = None) -> "SearchConfig":
-        """Loads the ``search`` section of a config file; ``overrides`` are ``search.KEY=VALUE`` strings."""
-        return load_section(cls, path, "search", overrides)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "search config") -> "SearchConfig":
-        return from_mapping(cls, data, where)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -167,8 +75,6 @@ def split_for_search(dataset: Any, arch_fraction: float, seed: int) -> tuple:
     Raises:
         ConfigError: when either part would be empty.
     """
-    from torch.utils.data import Subset
-
     n = len(dataset)
     n_arch = int(round(n * arch_fraction))
     if not 0 < n_arch < n:
@@ -178,15 +84,16 @@ def split_for_search(dataset: Any, arch_fraction: float, seed: int) -> tuple:
     return Subset(dataset, sorted(order[n_arch:])), Subset(dataset, sorted(order[:n_arch]))
 
 
-def run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any, out_dir: Union[str, os.PathLike],
-               device: str = "cpu", resume: bool = False, epoch_callback: Optional[EpochCallback] = None,
-               progress_bar: bool = False) -> SearchResult:
+def run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: DataConfig,
+               out_dir: Union[str, os.PathLike], device: str = "cpu", resume: bool = False,
+               epoch_callback: Optional[EpochCallback] = None, progress_bar: bool = False,
+               datasets: Optional[Datasets] = None) -> SearchResult:
     """Runs the two-stage search and writes its outputs into ``out_dir`` (see the module docstring).
 
     Args:
         space_cfg: the search space.
         search_cfg: the search settings.
-        data_cfg: a ``data.DataConfig``; its train split is cut in two disjoint parts (see
+        data_cfg: the data; its train split is cut in two disjoint parts (see
             ``SearchConfig.arch_fraction``): one trains the weights, the other the architecture
             parameters and gives the per-epoch validation mIoU. Its val split is not used.
         out_dir: output folder (created).
@@ -195,35 +102,29 @@ def run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any, 
         epoch_callback: called after every epoch with a dict: ``stage``, ``epoch`` (within the stage),
             ``epochs``, ``global_epoch``, ``searching`` and ``metrics`` (``val_miou``, ``tau``, ...).
         progress_bar: show Lightning's progress bar.
+        datasets: the datasets of ``data_cfg`` when the caller has built them already (checked
+            against ``space_cfg.num_classes``); built here otherwise.
 
     Raises:
-        ConfigError: a checkpoint of a different space, or an unreadable cost table.
+        ConfigError: a dataset whose classes the space does not predict, a checkpoint of a different
+            space, or an unreadable cost table.
     """
     old_threads = torch.get_num_threads()
     if search_cfg.threads:
         torch.set_num_threads(search_cfg.threads)
     try:
-        return _run_search(space_cfg, search_cfg, data_cfg, out_dir, device, resume, epoch_callback, progress_bar)
+        return _run_search(space_cfg, search_cfg, data_cfg, out_dir, device, resume, epoch_callback, progress_bar,
+                           datasets)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any, out_dir: Union[str, os.PathLike],
-                device: str, resume: bool, epoch_callback: Optional[EpochCallback],
-                progress_bar: bool) -> SearchResult:
+def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: DataConfig,
+                out_dir: Union[str, os.PathLike], device: str, resume: bool, epoch_callback: Optional[EpochCallback],
+                progress_bar: bool, datasets: Optional[Datasets]) -> SearchResult:
     """The body of ``run_search``."""
-    import pytorch_lightning as pl
-    from nni.retiarii.evaluator.pytorch import Lightning, Trainer
-    from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperiment
-
-    from ..measure import measure_cost
-    from .cost_table import CostTable, build_cost_table
-    from .penalty import ResourcePenalty
-    from ..seg.data import build_datasets, build_loaders
-    from ..space.model import RSPNetSpace
-    from .strategy import CELL_PREFIX, TwoStageDarts
-    from ..seg.train import SegmentationModule
-
+    # Checked before anything is written: a dataset whose classes the head does not predict.
+    datasets = datasets_for(data_cfg, space_cfg.num_classes, datasets)
     out = os.fspath(out_dir)
     os.makedirs(out, exist_ok=True)
     ckpt_path = os.path.join(out, "checkpoint.pt")
@@ -239,8 +140,8 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any,
                 {"space": space_cfg.to_dict(), "search": search_cfg.to_dict(), "data": data_cfg.to_dict()})
 
     pl.seed_everything(search_cfg.seed, workers=True)
-    train_set, _, _ = build_datasets(data_cfg)  # the val split stays held out for the final evaluation
-    weights_set, arch_set = split_for_search(train_set, search_cfg.arch_fraction, search_cfg.seed)
+    # The val split stays held out for the final evaluation.
+    weights_set, arch_set = split_for_search(datasets.train, search_cfg.arch_fraction, search_cfg.seed)
     train_loader, val_loader = build_loaders(data_cfg, weights_set, arch_set, shuffle=True)
 
     penalty = None
@@ -279,12 +180,7 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Any,
         if epoch_callback is not None:
             epoch_callback(public)
 
-    strategy = TwoStageDarts(
-        warmup_epochs=search_cfg.warmup_epochs, stage1_epochs=search_cfg.stage1_epochs,
-        stage2_epochs=search_cfg.stage2_epochs, stage2_warmup_epochs=search_cfg.stage2_warmup_epochs,
-        arc_learning_rate=search_cfg.arc_lr, arc_weight_decay=search_cfg.arc_weight_decay,
-        gradient_clip_val=search_cfg.grad_clip or None, tau_init=search_cfg.tau_init, tau_min=search_cfg.tau_min,
-        penalty=penalty, epoch_hook=on_epoch, resume_state=state)
+    strategy = TwoStageDarts.from_config(search_cfg, penalty=penalty, epoch_hook=on_epoch, resume_state=state)
 
     limit = search_cfg.limit_batches or None
     trainer = Trainer(max_epochs=1, accelerator="gpu" if str(device).startswith("cuda") else "cpu", devices=1,

@@ -39,6 +39,7 @@ from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMix
 from nni.nas.strategy.base import BaseStrategy
 
 from .path_attention import PathAttention
+from .settings import SearchConfig
 from .supermodules import FrozenChoice, TemperedSoftmax, make_freeze_hook
 
 _log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ CELL_PREFIX = "cell/"
 MACRO_PREFIX = "macro/"
 
 EpochHook = Callable[[Dict[str, Any]], None]
+_SEARCH = SearchConfig()  # the one source of the strategy's defaults
 
 
 # --- the one-stage search module -------------------------------------------------------------------
@@ -69,12 +71,14 @@ class RSPDartsModule(DartsLightningModule):
         all_on: label prefixes of input choices held at the uniform average of their inputs (not exported).
         penalty: a ``cost.ResourcePenalty`` added to the architecture loss, or ``None``.
         restore: state from ``state_for_checkpoint()`` to put back when training starts (resume).
+
+    The architecture optimiser, clipping and temperatures have no defaults here: ``TwoStageDarts``
+    passes them, from ``SearchConfig``.
     """
 
-    def __init__(self, inner_module: pl.LightningModule, mutation_hooks: Optional[list] = None,
-                 arc_learning_rate: float = 3e-4, arc_weight_decay: float = 1e-3,
-                 gradient_clip_val: Optional[float] = None, warmup_epochs: int = 0,
-                 tau_init: float = 1.0, tau_min: float = 1.0, total_epochs: Optional[int] = None,
+    def __init__(self, inner_module: pl.LightningModule, mutation_hooks: Optional[list] = None, *,
+                 arc_learning_rate: float, arc_weight_decay: float, gradient_clip_val: Optional[float],
+                 tau_init: float, tau_min: float, warmup_epochs: int = 0, total_epochs: Optional[int] = None,
                  epoch_offset: int = 0, frozen: Optional[Mapping[str, Any]] = None,
                  all_on: Sequence[str] = (), penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
         if tau_init <= 0 or tau_min <= 0:
@@ -272,6 +276,8 @@ class _EpochEnd(pl.Callback):
 class TwoStageDarts(BaseStrategy):
     """Two-stage DARTS variant (RSPNet): warm-up, cell search, cell frozen, path search with path attention.
 
+    Every default is ``SearchConfig``'s; ``TwoStageDarts.from_config(search_cfg)`` takes a whole section.
+
     Args:
         warmup_epochs: weights-only epochs at the start of stage 1.
         stage1_epochs: cell-search epochs (after the warm-up).
@@ -303,10 +309,11 @@ class TwoStageDarts(BaseStrategy):
     The evaluator's Trainer is a template: each stage runs on a fresh copy with its own ``max_epochs``.
     """
 
-    def __init__(self, warmup_epochs: int = 1, stage1_epochs: int = 2, stage2_epochs: int = 2,
-                 stage2_warmup_epochs: int = 0, arc_learning_rate: float = 3e-3, arc_weight_decay: float = 1e-3,
-                 gradient_clip_val: Optional[float] = 5.0, tau_init: float = 1.0, tau_min: float = 1.0,
-                 penalty: Any = None,
+    def __init__(self, warmup_epochs: int = _SEARCH.warmup_epochs, stage1_epochs: int = _SEARCH.stage1_epochs,
+                 stage2_epochs: int = _SEARCH.stage2_epochs, stage2_warmup_epochs: int = _SEARCH.stage2_warmup_epochs,
+                 arc_learning_rate: float = _SEARCH.arc_lr, arc_weight_decay: float = _SEARCH.arc_weight_decay,
+                 gradient_clip_val: Optional[float] = _SEARCH.grad_clip or None, tau_init: float = _SEARCH.tau_init,
+                 tau_min: float = _SEARCH.tau_min, penalty: Any = None,
                  cell_prefix: str = CELL_PREFIX, macro_prefix: str = MACRO_PREFIX,
                  epoch_hook: Optional[EpochHook] = None, resume_state: Optional[Dict[str, Any]] = None):
         for key, value in (("warmup_epochs", warmup_epochs), ("stage2_warmup_epochs", stage2_warmup_epochs)):
@@ -332,6 +339,17 @@ class TwoStageDarts(BaseStrategy):
         self.arch: Optional[Dict[str, Any]] = None
         self.probs: Dict[str, float] = {}
         self.history: List[Dict[str, Any]] = []
+
+    @classmethod
+    def from_config(cls, cfg: SearchConfig, penalty: Any = None, epoch_hook: Optional[EpochHook] = None,
+                    resume_state: Optional[Dict[str, Any]] = None) -> "TwoStageDarts":
+        """The strategy for the ``search`` section ``cfg`` (epochs, architecture optimiser, clipping,
+        temperatures); the other arguments as in ``__init__``."""
+        return cls(warmup_epochs=cfg.warmup_epochs, stage1_epochs=cfg.stage1_epochs, stage2_epochs=cfg.stage2_epochs,
+                   stage2_warmup_epochs=cfg.stage2_warmup_epochs, arc_learning_rate=cfg.arc_lr,
+                   arc_weight_decay=cfg.arc_weight_decay, gradient_clip_val=cfg.grad_clip or None,
+                   tau_init=cfg.tau_init, tau_min=cfg.tau_min, penalty=penalty, epoch_hook=epoch_hook,
+                   resume_state=resume_state)
 
     # BaseStrategy --------------------------------------------------------------------------------------
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from ..errors import ConfigError
 
 from .builtin import BuiltinDigits
 from .datasets import CityscapesDataset, FolderDataset, SegDataset, VOCDataset
@@ -131,13 +133,47 @@ def make_dataset(cfg: DataConfig, split: str, train: bool) -> SegDataset:
     return cls(path, split, targs, cfg.verify)
 
 
-def build_datasets(cfg: DataConfig) -> Tuple[SegDataset, SegDataset, List[str]]:
-    """``(train dataset, val dataset, class names)`` for ``cfg`` (builtin splits are 'train'/'val')."""
+class Datasets(NamedTuple):
+    """The datasets of a run (a tuple: ``train, val, classes = build_datasets(cfg)``)."""
+
+    train: SegDataset
+    val: SegDataset
+    classes: List[str]
+
+
+def check_num_classes(classes: Sequence[str], num_classes: Optional[int], dataset: str) -> None:
+    """The one check that the network predicts the dataset's classes (``None``: nothing to check).
+
+    Raises:
+        ConfigError: naming both numbers and the setting that fixes it.
+    """
+    if num_classes is not None and len(classes) != num_classes:
+        raise ConfigError(f"space.num_classes is {num_classes} but dataset {dataset} has {len(classes)} classes; "
+                          f"set --set space.num_classes={len(classes)}")
+
+
+def build_datasets(cfg: DataConfig, num_classes: Optional[int] = None) -> Datasets:
+    """The train and val datasets of ``cfg`` and its class names (builtin splits are 'train'/'val').
+
+    Args:
+        cfg: the data section.
+        num_classes: the classes the network predicts; a dataset with another number is a
+            ``ConfigError`` (``check_num_classes``). ``None`` checks nothing.
+    """
     kind, _ = parse_dataset_spec(cfg.dataset)
     train_split, val_split = ("train", "val") if kind == "builtin" else (cfg.train_split, cfg.val_split)
     train = make_dataset(cfg, train_split, train=True)
+    check_num_classes(train.classes, num_classes, cfg.dataset)
     val = make_dataset(cfg, val_split, train=False)
-    return train, val, list(train.classes)
+    return Datasets(train, val, list(train.classes))
+
+
+def datasets_for(cfg: DataConfig, num_classes: Optional[int], datasets: Optional[Datasets] = None) -> Datasets:
+    """``datasets`` (built once by the caller) checked against ``num_classes``, else ``build_datasets``."""
+    if datasets is None:
+        return build_datasets(cfg, num_classes)
+    check_num_classes(datasets.classes, num_classes, cfg.dataset)
+    return datasets
 
 
 def build_loaders(cfg: DataConfig, train_set: Dataset, val_set: Dataset, shuffle: bool = True):

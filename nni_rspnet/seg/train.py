@@ -25,6 +25,7 @@ from nni.retiarii.evaluator.pytorch import LightningModule
 from torch import nn
 
 from ..fileio import atomic_write_text, save_figure, save_torch, write_json
+from .data import DataConfig, Datasets, build_loaders, datasets_for
 from .metrics import IGNORE_INDEX, SegMetric
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -113,6 +114,9 @@ class TrainConfig:
         return asdict(self)
 
 
+_TRAIN = TrainConfig()  # the one source of the training defaults (SegmentationModule's included)
+
+
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
                       ohem_thresh: float = 0.0, ohem_min_kept: int = 10000) -> torch.Tensor:
     """Pixel cross-entropy over non-ignored pixels, optionally with online hard example mining.
@@ -162,7 +166,8 @@ def poly_warmup_factor(step: int, total_steps: int, warmup_steps: int, power: fl
 class SegmentationModule(LightningModule):
     """Trains and validates ``self.model`` (set by NNI or ``set_model``) for semantic segmentation.
 
-    All init arguments are plain values, so NNI can serialise the module into trial parameters.
+    All init arguments are plain values, so NNI can serialise the module into trial parameters; their
+    defaults are ``TrainConfig``'s.
     ``training_step`` returns the loss and does no manual optimisation, so NNI's one-shot strategies
     can call it on their own. ``self.model`` is the only trained submodule; the EMA copy and the
     teacher (both optional, created in ``setup``) are frozen.
@@ -182,11 +187,13 @@ class SegmentationModule(LightningModule):
         total_steps: optimiser steps of the whole run for the schedule; 0 asks the Trainer.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, optimizer: str = "sgd",
-                 lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4, poly_power: float = 0.9,
-                 warmup_epochs: float = 0.0, aux_weight: float = 0.4, ohem_thresh: float = 0.0,
-                 ohem_min_kept: int = 10000, ema_decay: float = 0.0, teacher: Optional[str] = None,
-                 kd_weight: float = 1.0, kd_temperature: float = 1.0, total_steps: int = 0):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, optimizer: str = _TRAIN.optimizer,
+                 lr: float = _TRAIN.lr, momentum: float = _TRAIN.momentum, weight_decay: float = _TRAIN.weight_decay,
+                 poly_power: float = _TRAIN.poly_power, warmup_epochs: float = _TRAIN.warmup_epochs,
+                 aux_weight: float = _TRAIN.aux_weight, ohem_thresh: float = _TRAIN.ohem_thresh,
+                 ohem_min_kept: int = _TRAIN.ohem_min_kept, ema_decay: float = _TRAIN.ema_decay,
+                 teacher: Optional[str] = _TRAIN.teacher, kd_weight: float = _TRAIN.kd_weight,
+                 kd_temperature: float = _TRAIN.kd_temperature, total_steps: int = 0):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
@@ -385,9 +392,10 @@ def write_history(rows: List[Dict[str, float]], out_dir: str) -> None:
 
 # --- the retraining entry point --------------------------------------------------------------------
 
-def train_network(net: nn.Module, data_cfg, train_cfg: TrainConfig, out_dir: str, device: str = "cpu",
+def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir: str, device: str = "cpu",
                   resume: bool = False, space: Optional[Dict[str, Any]] = None, arch: Optional[Dict[str, Any]] = None,
-                  progress: bool = True, max_time_s: Optional[float] = None) -> Dict[str, Any]:
+                  progress: bool = True, max_time_s: Optional[float] = None,
+                  datasets: Optional[Datasets] = None) -> Dict[str, Any]:
     """Trains ``net`` on ``data_cfg``'s dataset; writes checkpoints, history and ``model.pt`` to ``out_dir``.
 
     Every epoch ends with validation and an atomic ``last.ckpt``; with ``resume`` the run continues
@@ -397,7 +405,8 @@ def train_network(net: nn.Module, data_cfg, train_cfg: TrainConfig, out_dir: str
 
     Args:
         net: the network (e.g. from ``arch.build_network``).
-        data_cfg: a ``data.DataConfig``.
+        data_cfg: the data; its classes must be those the network predicts (``space["num_classes"]``,
+            else ``net.config.num_classes`` when the network has a config).
         train_cfg: a ``TrainConfig``.
         out_dir: run folder.
         device: ``cpu`` or ``cuda`` (overrides ``train_cfg.accelerator`` when ``cuda``).
@@ -406,18 +415,18 @@ def train_network(net: nn.Module, data_cfg, train_cfg: TrainConfig, out_dir: str
         arch: the architecture dict of ``net``, stored in ``model.pt``.
         progress: show Lightning's progress bar.
         max_time_s: stop after this many seconds (Lightning ``max_time``), e.g. for benchmarks.
+        datasets: the datasets of ``data_cfg`` when the caller has built them already; built here otherwise.
 
     Returns:
         ``{"val_miou", "epochs", "seconds", "model_path", "history", "global_zero", "resumed_after_epoch",
         "world_size", "backend"}`` (``resumed_after_epoch``: epochs the resumed checkpoint had finished).
     """
-    from .data import build_datasets, build_loaders
-
+    num_classes = space["num_classes"] if space else getattr(getattr(net, "config", None), "num_classes", None)
+    train_set, val_set, classes = datasets_for(data_cfg, num_classes, datasets)
     os.makedirs(out_dir, exist_ok=True)
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
     pl.seed_everything(train_cfg.seed, workers=True)
-    train_set, val_set, classes = build_datasets(data_cfg)
     train_loader, val_loader = build_loaders(data_cfg, train_set, val_set)
     module = SegmentationModule.from_config(len(classes), train_cfg)
     module.set_model(net)

@@ -1,0 +1,117 @@
+"""``SearchConfig``: the ``search`` section of a config file, and the one source of every search default.
+
+The strategy (``strategy.TwoStageDarts``) takes its defaults from here and ``TwoStageDarts.from_config``
+builds it from a ``SearchConfig``; the driver (``driver.run_search``) reads the rest (targets, cost
+table, batches, threads, seed). Modules below the strategy take every value as an argument.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, List, Mapping, Optional, Union
+
+from ..schema import from_mapping, load_section
+
+
+@dataclass
+class SearchConfig:
+    """The search, as in the ``search`` section of ``search_spaces/*.yaml``.
+
+    Attributes:
+        warmup_epochs: weights-only epochs before stage 1.
+        stage1_epochs: cell-search epochs.
+        stage2_epochs: path-search epochs.
+        stage2_warmup_epochs: weights-only epochs at the start of stage 2.
+        lr, momentum, weight_decay: SGD of the supernet weights (training split).
+        arc_lr, arc_weight_decay: Adam of the architecture parameters (validation split).
+        tau_init, tau_min: softmax temperature, annealed geometrically within each stage.
+        grad_clip: gradient-norm clipping of the weight step (0 = off).
+        target_latency_ms: latency to aim at (ms, on ``latency_device`` at ``latency_input_size``).
+        target_params: parameter count to aim at. At most one of the two targets may be set.
+        lambda_init, lambda_rate: initial weight of the resource penalty and its adaptation speed.
+        latency_input_size: ``[H, W]`` at which costs are measured (default: the data's image size).
+        latency_device: where latencies are measured (default: the search device).
+        latency_repeats: timed runs per candidate (the median is kept).
+        lut: a cost table from ``nni-rspnet latency-table`` (default: measured at the start).
+        limit_batches: batches per epoch and split (0 = all), for quick runs.
+        arch_fraction: share of the data's *train* split that trains the architecture parameters (and
+            gives the supernet's per-epoch validation mIoU); the rest trains the weights. The data's
+            val split is never seen by the search, so the found network is evaluated on held-out data.
+        threads: CPU threads of the search (0 = torch's default); on a shared machine 1 can be
+            many times faster than threads spinning for busy cores.
+        seed: seed of weights, architecture parameters and data order.
+    """
+
+    warmup_epochs: int = 1
+    stage1_epochs: int = 3
+    stage2_epochs: int = 3
+    stage2_warmup_epochs: int = 0
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    arc_lr: float = 3e-3
+    arc_weight_decay: float = 1e-3
+    tau_init: float = 1.0
+    tau_min: float = 0.5
+    grad_clip: float = 5.0
+    target_latency_ms: Optional[float] = None
+    target_params: Optional[float] = None
+    lambda_init: float = 0.1
+    lambda_rate: float = 0.2
+    latency_input_size: Optional[List[int]] = None
+    latency_device: Optional[str] = None
+    latency_repeats: int = 5
+    lut: Optional[str] = None
+    limit_batches: int = 0
+    arch_fraction: float = 0.5
+    threads: int = 0
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first bad value."""
+        for key in ("warmup_epochs", "stage2_warmup_epochs", "limit_batches", "threads"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("stage1_epochs", "stage2_epochs", "latency_repeats"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 < self.arch_fraction < 1:
+            raise ValueError(f"arch_fraction must be in (0, 1), got {self.arch_fraction}")
+        for key in ("lr", "arc_lr", "tau_init", "tau_min", "lambda_init"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("weight_decay", "arc_weight_decay", "grad_clip", "lambda_rate", "momentum"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("target_latency_ms", "target_params"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ValueError(f"{key} must be > 0 (or null for no target), got {value}")
+        if self.target_latency_ms is not None and self.target_params is not None:
+            raise ValueError("set at most one of target_latency_ms and target_params, got both")
+        if self.latency_input_size is not None and (len(self.latency_input_size) != 2
+                                                    or min(self.latency_input_size) < 1):
+            raise ValueError(f"latency_input_size must be [H, W] or null, got {self.latency_input_size}")
+        if self.lut is not None and not os.path.isfile(self.lut):
+            raise ValueError(f"lut: cost table {self.lut!r} not found")
+
+    @property
+    def target(self) -> Optional[tuple]:
+        """``(metric, value)`` of the resource target, or ``None``."""
+        if self.target_latency_ms is not None:
+            return "latency_ms", float(self.target_latency_ms)
+        if self.target_params is not None:
+            return "params", float(self.target_params)
+        return None
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, os.PathLike], overrides: Optional[Iterable[str]] = None) -> "SearchConfig":
+        """Loads the ``search`` section of a config file; ``overrides`` are ``search.KEY=VALUE`` strings."""
+        return load_section(cls, path, "search", overrides)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "search config") -> "SearchConfig":
+        return from_mapping(cls, data, where)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
