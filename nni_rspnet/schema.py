@@ -68,8 +68,8 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
 def from_mapping(cls: Type[T], data: Mapping[str, Any], where: str) -> T:
     """Builds dataclass ``cls`` from ``data``; unknown keys and wrong types are ``ConfigError``s.
 
-    After construction the dataclass' own ``validate()`` (if any) runs; its ``ValueError`` becomes a
-    ``ConfigError`` prefixed with ``where``.
+    The section dataclasses validate themselves when they are constructed (``__post_init__``); the
+    ``ValueError`` that names a bad value becomes a ``ConfigError`` prefixed with ``where``.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
@@ -78,14 +78,11 @@ def from_mapping(cls: Type[T], data: Mapping[str, Any], where: str) -> T:
     unknown = sorted(set(data) - fields)
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected one of {sorted(fields)}")
-    obj = cls(**{k: check_type(v, hints[k], f"{where}: {k}") for k, v in data.items()})
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        try:
-            validate()
-        except ValueError as err:
-            raise ConfigError(f"{where}: {err}") from None
-    return obj
+    kwargs = {k: check_type(v, hints[k], f"{where}: {k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 # --- SECTION.KEY -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
-from nni_rspnet import RSPNet, build_network, describe, load_arch, random_arch, save_arch, validate
+from nni_rspnet import RSPNet, SpaceConfig, build_network, describe, load_arch, random_arch, save_arch, validate
 from nni_rspnet.space.arch import ArchError, search_space_size_log10, space_spec
 from nni_rspnet.measure import count_params
 
@@ -163,3 +163,14 @@ def test_describe_reads_well(tiny_cfg):
     dropped = 3 - len(arch["cell/node2/in"])
     assert text.splitlines()[3].count("+") == 1  # node2 keeps 2 of its 3 edges
     assert dropped == 1
+
+
+def test_build_network_validates_the_space_once(tiny_cfg, monkeypatch):
+    arch = random_arch(tiny_cfg, 0)
+    calls = []
+    original = SpaceConfig.validate
+    monkeypatch.setattr(SpaceConfig, "validate", lambda self: calls.append(1) or original(self))
+    build_network(tiny_cfg, arch)
+    assert calls == []  # a SpaceConfig was validated when it was made
+    build_network(tiny_cfg.to_dict(), arch)
+    assert calls == [1]  # a mapping: once, when it becomes a SpaceConfig

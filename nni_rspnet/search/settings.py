@@ -67,6 +67,9 @@ class SearchConfig:
     threads: int = 0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.validate()  # valid by construction: whoever receives one need not check it again
+
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
         for key in ("warmup_epochs", "stage2_warmup_epochs", "limit_batches", "threads"):

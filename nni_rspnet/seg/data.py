@@ -68,6 +68,9 @@ class DataConfig:
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
     verify: bool = False
 
+    def __post_init__(self) -> None:
+        self.validate()  # valid by construction: whoever receives one need not check it again
+
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
         parse_dataset_spec(self.dataset)  # raises ValueError naming a bad spec

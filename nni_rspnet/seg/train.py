@@ -84,6 +84,9 @@ class TrainConfig:
     log_every_n_steps: int = 10
     threads: int = 0
 
+    def __post_init__(self) -> None:
+        self.validate()  # valid by construction: whoever receives one need not check it again
+
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
         if self.epochs < 1:

@@ -15,7 +15,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from functools import lru_cache
+from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from nni.retiarii import fixed_arch
@@ -52,13 +52,10 @@ class Choice:
         return [list(c) for c in itertools.combinations(range(self.n_candidates), self.n_chosen)]
 
 
-def _config_key(config: SpaceConfig) -> str:
-    return json.dumps(config.to_dict(), sort_keys=True)
+_SPECS: "OrderedDict[str, Tuple[Choice, ...]]" = OrderedDict()  # the last few spaces' labels, by config
 
 
-@lru_cache(maxsize=16)
-def _spec_cached(key: str) -> Tuple[Choice, ...]:
-    net = RSPNet(json.loads(key))
+def _read_choices(net: RSPNet) -> Tuple[Choice, ...]:
     found: Dict[str, Choice] = {}
     for _, module in net.named_modules():
         if isinstance(module, LayerChoice):
@@ -73,8 +70,15 @@ def _spec_cached(key: str) -> Tuple[Choice, ...]:
 
 
 def space_spec(config: Union[SpaceConfig, Mapping[str, Any], str, os.PathLike]) -> Dict[str, Choice]:
-    """All labels of the space, sorted, with their choices (read off the supernet itself)."""
-    return {c.label: c for c in _spec_cached(_config_key(as_space_config(config)))}
+    """All labels of the space, sorted, with their choices (read off the supernet itself, once per config)."""
+    cfg = as_space_config(config)
+    key = json.dumps(cfg.to_dict(), sort_keys=True)
+    if key not in _SPECS:
+        _SPECS[key] = _read_choices(RSPNet(cfg))
+        if len(_SPECS) > 16:
+            _SPECS.popitem(last=False)
+    _SPECS.move_to_end(key)
+    return {c.label: c for c in _SPECS[key]}
 
 
 def search_space_size_log10(config) -> float:
@@ -138,7 +142,7 @@ def build_network(config, arch: Union[Mapping[str, Any], str, os.PathLike]) -> R
     It is built by NNI's ``fixed_arch`` on the same classes as the supernet; it contains no NNI choice
     module, only the chosen ops and paths, and no node that cannot reach the head.
     """
-    cfg = as_space_config(config)
+    cfg = as_space_config(config)  # validated once: here for a mapping or a path, at construction for a SpaceConfig
     arch = load_arch(arch, cfg) if isinstance(arch, (str, os.PathLike)) else validate(arch, cfg)
     with fixed_arch(arch, verbose=False):
         return RSPNet(cfg)

@@ -59,6 +59,9 @@ class SpaceConfig:
     head_channels: int = 32
     aux_heads: bool = False
 
+    def __post_init__(self) -> None:
+        self.validate()  # valid by construction: whoever receives one need not check it again
+
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
         positive = ("num_classes", "in_channels", "stem_channels", "layers", "paths_per_node", "cell_nodes",
@@ -103,9 +106,9 @@ class SpaceConfig:
 
 
 def as_space_config(config: Union[SpaceConfig, Mapping[str, Any], str, os.PathLike]) -> SpaceConfig:
-    """Accepts a ``SpaceConfig``, a mapping of its fields or the path of a config file."""
+    """Accepts a ``SpaceConfig`` (valid since its construction), a mapping of its fields or the path of
+    a config file (both validated here, once)."""
     if isinstance(config, SpaceConfig):
-        config.validate()
         return config
     if isinstance(config, Mapping):
         return SpaceConfig.from_dict(config)
