@@ -451,7 +451,8 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nni-rspnet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="nni-rspnet", description="NAS of light-weight semantic-segmentation "
+                                     "networks (RSPNet) with NNI: search, train, evaluate, export.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_args, _) in COMMANDS.items():
         add_args(sub.add_parser(name, help=help_text, description=help_text))

@@ -9,7 +9,8 @@ from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
 from nni_rspnet import RSPNet, SpaceConfig, build_network, describe, load_arch, random_arch, save_arch, validate
-from nni_rspnet.space.arch import ArchError, search_space_size_log10, space_spec
+from nni_rspnet.errors import ArchError
+from nni_rspnet.space.arch import search_space_size_log10, space_spec
 from nni_rspnet.measure import count_params
 
 

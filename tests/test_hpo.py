@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_rspnet.space.arch import ArchError, build_network, space_spec
+from nni_rspnet.errors import ArchError
+from nni_rspnet.space.arch import build_network, space_spec
 from nni_rspnet.cli import main as cli_main
 from nni_rspnet.errors import ConfigError
 from nni_rspnet.nnictl.hpo import (check_search_space_matches, export_search_space, load_search_space, sample_to_arch,

@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from nni_rspnet.space.arch import ArchError, load_arch, random_arch
+from nni_rspnet.errors import ArchError
+from nni_rspnet.space.arch import load_arch, random_arch
 from nni_rspnet.errors import ConfigError
 from nni_rspnet.seg.deploy import load_model
 from nni_rspnet.nnictl.hpo import export_search_space, split_sample

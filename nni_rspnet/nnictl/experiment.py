@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -98,7 +99,7 @@ def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike]
     if python:
         command = re.sub(r"^python3?(?=\s)", python, command.strip())
     if trial_args:
-        command = " ".join([command, *(_quote(a) for a in trial_args)])
+        command = " ".join([command, *(shlex.quote(a) for a in trial_args)])
     data["trialCommand"] = command
     for key, value in (overrides or {}).items():
         if value is None:
@@ -107,12 +108,6 @@ def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike]
             data[key] = value
     atomic_write_text(out, yaml.safe_dump(data, sort_keys=False))
     return data
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
 
 
 class RestClient:

@@ -13,10 +13,12 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ..space.arch import Arch, ArchError, space_spec, validate
+from nni.nas.execution.common.utils import get_mutation_dict
+
+from ..errors import ArchError, ConfigError
 from ..fileio import atomic_write_text, read_json
-from ..errors import ConfigError
 from ..schema import split_key
+from ..space.arch import Arch, space_spec, validate
 
 SearchSpace = Dict[str, Dict[str, Any]]
 
@@ -135,8 +137,6 @@ def distinct_inputs(model: Any) -> bool:
     Args:
         model: the NNI ``Model`` a strategy is about to submit.
     """
-    from nni.nas.execution.common.utils import get_mutation_dict
-
     for value in get_mutation_dict(model).values():
         if isinstance(value, list) and len(set(map(repr, value))) != len(value):
             return False

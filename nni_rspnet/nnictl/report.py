@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..fileio import atomic_write_text, read_json, save_figure, write_json
+from matplotlib.figure import Figure  # the object API: no pyplot state, no backend to choose
+
 from ..errors import ArchError, ConfigError
+from ..fileio import atomic_write_text, read_json, save_figure, write_json
+from ..space.arch import describe
 
 NNI_HOME = Path("~/nni-experiments").expanduser()
 
@@ -238,14 +241,10 @@ def format_table(records: Sequence[TrialRecord], front: Sequence[str] = ()) -> s
 def plot_pareto(records: Sequence[TrialRecord], front: Sequence[str], key: str, path: Union[str, os.PathLike],
                 title: str = "") -> None:
     """Scatter of mIoU against cost for every scored trial, the Pareto front drawn as a step line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     scored = [r for r in records if r.miou is not None and r.metric(key) is not None]
     on_front = [r for r in scored if r.id in front]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    fig = Figure(figsize=(6.4, 4.4), dpi=110)
+    ax = fig.subplots()
     ax.scatter([r.metric(key) for r in scored], [r.miou for r in scored], c="tab:gray", label="trials")
     ax.step([r.metric(key) for r in on_front], [r.miou for r in on_front], where="post", c="tab:red", lw=1.5)
     ax.scatter([r.metric(key) for r in on_front], [r.miou for r in on_front], c="tab:red", label="Pareto front",
@@ -259,7 +258,6 @@ def plot_pareto(records: Sequence[TrialRecord], front: Sequence[str], key: str, 
     ax.legend(loc="lower right")
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 @dataclass
@@ -276,8 +274,6 @@ class Report:
 
     def text(self) -> str:
         """The report as printed by ``nni-rspnet report``."""
-        from ..space.arch import describe
-
         lines = [f"experiment {self.folder} : {len(self.trials)} trials", "", format_table(self.trials, self.front),
                  "", f"Pareto front (mIoU vs {self.cost}): {', '.join(self.front) or '-'}"]
         if self.best is not None:

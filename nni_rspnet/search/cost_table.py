@@ -13,12 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 from torch import nn
 
 from ..errors import ConfigError
 from ..fileio import read_json, write_json
 from ..measure import call_macs, count_params, measure_latency
+from ..space.arch import build_network
+from ..space.cell import Cell
 from ..space.decode import top_k
+from ..space.macro import TrellisNode
+from ..space.model import RSPNet, as_space_config
 
 # --- per-candidate cost table and expected cost ---------------------------------------------------
 #
@@ -188,12 +193,6 @@ def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu"
         repeats, warmup: timed and untimed runs per measurement.
         threads: CPU threads while timing (see ``measure_latency``).
     """
-    from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
-
-    from ..space.cell import Cell
-    from ..space.macro import TrellisNode
-    from ..space.model import RSPNet, as_space_config
-
     cfg = as_space_config(config)
     h, w = int(input_size[0]), int(input_size[1])
     torch.manual_seed(0)
@@ -282,8 +281,6 @@ def build_cost_table(config: Any, input_size: Sequence[int], device: str = "cpu"
     if latency:
         # Latency does not add up like MACs (the plain supernet also pays NNI's warnings), so the
         # fixed part is measured on a real network: a reference architecture minus its choices.
-        from ..space.arch import build_network
-
         ref = {label: (spec["candidates"][0] if spec["candidates"] else list(range(spec["n_chosen"])))
                for label, spec in choices.items()}
         ref_net = build_network(cfg, ref).to(device)

@@ -33,6 +33,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from nni.nas.evaluator.pytorch.lightning import Lightning
 from nni.nas.execution.common import Model
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedInput, DifferentiableMixedLayer
@@ -355,8 +356,6 @@ class TwoStageDarts(BaseStrategy):
 
     def run(self, base_model: Model, applied_mutators) -> None:
         """Runs both stages on ``base_model.python_object`` with ``base_model.evaluator``."""
-        from nni.nas.evaluator.pytorch.lightning import Lightning
-
         if applied_mutators:
             raise ValueError("TwoStageDarts is a one-shot strategy: run it with execution_engine='oneshot' "
                              "and no custom mutators")

@@ -25,7 +25,7 @@ _SKLEARN_CACHE: Dict[str, Any] = {}
 
 def _sklearn_sources() -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
     if not _SKLEARN_CACHE:
-        from sklearn.datasets import load_digits, load_sample_images
+        from sklearn.datasets import load_digits, load_sample_images  # scikit-learn loads only for the built-in data
 
         digits = load_digits()
         _SKLEARN_CACHE["digits"] = (digits.images.astype(np.float32) / 16.0, digits.target.astype(np.int64))

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
-from ..fileio import atomic_path, save_torch
 from ..errors import DataError, ModelFileError
+from ..fileio import atomic_path, save_torch
+from ..space.arch import build_network
+from .datasets import IMAGE_EXTENSIONS, read_image
+from .visual import colourise, palette
 
 FORMAT = "nni-rspnet-model/1"
 
@@ -43,8 +49,6 @@ def save_model(net: nn.Module, path: str, space: Optional[Dict[str, Any]] = None
 
 def is_torchscript(path: str) -> bool:
     """Whether ``path`` is a TorchScript archive (a zip holding ``code/``) rather than a ``model.pt``."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as z:
             return any("/code/" in name for name in z.namelist())
@@ -73,8 +77,6 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
 
 def load_model(path: str, device: Union[str, torch.device] = "cpu") -> nn.Module:
     """Rebuilds the network of a ``model.pt`` and loads its weights (eval mode, on ``device``)."""
-    from ..space.arch import build_network
-
     payload = load_checkpoint(path)
     net = build_network(payload["space"], payload["arch"])
     try:
@@ -87,7 +89,7 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu") -> nn.Module
 def model_meta(path: str) -> Dict[str, Any]:
     """The ``meta`` dict of a ``model.pt``, TorchScript or ONNX file written by this module."""
     if path.endswith(".onnx"):
-        import onnx
+        import onnx  # onnx and onnxruntime load only for ONNX files: training and TorchScript never pay for them
 
         model = onnx.load(path, load_external_data=False)
         props = {p.key: p.value for p in model.metadata_props}
@@ -128,7 +130,7 @@ def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Opti
     Raises:
         ValueError: the onnxruntime output differs from PyTorch by more than 1e-4.
     """
-    import onnx
+    import onnx  # only for ONNX, see model_meta
 
     net = net.cpu().eval()
     h, w = int(input_size[0]), int(input_size[1])
@@ -144,7 +146,7 @@ def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Opti
         onnx.save(model, tmp)
     if not check:
         return float("nan")
-    import onnxruntime as ort
+    import onnxruntime as ort  # only for ONNX, see model_meta
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     out = session.run(None, {"image": x.numpy()})[0]
@@ -181,7 +183,7 @@ class Predictor:
         self.session = None
         self.input_hw: Optional[Tuple[int, int]] = None
         if model_path.endswith(".onnx"):
-            import onnxruntime as ort
+            import onnxruntime as ort  # only for ONNX, see model_meta
 
             self.session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
             shape = self.session.get_inputs()[0].shape
@@ -216,8 +218,6 @@ class Predictor:
 
 def save_mask_png(mask: np.ndarray, path: str, colours: Optional[np.ndarray] = None) -> None:
     """Writes class indices as a palette PNG: pixel values are the indices, the palette colours them."""
-    from PIL import Image
-
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     im = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
     if colours is not None:
@@ -234,11 +234,6 @@ def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cp
     Raises:
         DataError: ``in_dir`` is missing, holds no image, or an image cannot be read (names the file).
     """
-    from PIL import Image
-
-    from .datasets import IMAGE_EXTENSIONS, read_image
-    from .visual import colourise, palette
-
     if not os.path.isdir(in_dir):
         raise DataError(f"{in_dir}: input folder not found")
     names = sorted(f for f in os.listdir(in_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
@@ -248,8 +243,6 @@ def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cp
     colours = palette(len(predictor.meta.get("classes", [])) or 256, predictor.meta.get("dataset", "builtin"))
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    from tqdm import tqdm
-
     for name in tqdm(names, desc="predict", unit="img", disable=len(names) < 5):
         image = read_image(os.path.join(in_dir, name))
         mask = predictor.predict(image)

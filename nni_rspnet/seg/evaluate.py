@@ -9,10 +9,15 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from ..fileio import atomic_path, atomic_write_text, write_json
+from .data import pad_collate
 from .metrics import IGNORE_INDEX, SegMetric
+from .visual import colourise, denormalise, palette
 
 MODES = ("whole", "slide")
 
@@ -98,12 +103,6 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
     Returns:
         ``{"miou", "pixel_accuracy", "per_class": {name: IoU or None}, "images", "mode", "flip"}``.
     """
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from .data import pad_collate
-    from .visual import colourise, denormalise, palette
-
     net = net.to(device).eval()
     metric = SegMetric(len(classes), IGNORE_INDEX)
     colours = palette(len(classes), dataset_spec)
@@ -123,8 +122,6 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
               "per_class": {name: (None if math.isnan(v) else v) for name, v in zip(classes, per_class)},
               "images": len(dataset), "mode": mode, "flip": flip}
     if out_dir is not None:
-        from PIL import Image
-
         os.makedirs(os.path.join(out_dir, "predictions"), exist_ok=True)
         write_json(os.path.join(out_dir, "iou.json"), result)
         atomic_write_text(os.path.join(out_dir, "iou.md"),

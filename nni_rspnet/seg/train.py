@@ -21,11 +21,15 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from matplotlib.figure import Figure  # the object API: no pyplot state, no backend to choose
 from nni.retiarii.evaluator.pytorch import LightningModule
+from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..fileio import atomic_write_text, save_figure, save_torch, write_json
 from .data import DataConfig, Datasets, build_loaders, datasets_for
+from .deploy import load_model, save_model
 from .metrics import IGNORE_INDEX, SegMetric
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -226,13 +230,9 @@ class SegmentationModule(LightningModule):
         # Created here, not in __init__: NNI sets the model after construction. Lightning restores
         # checkpoints after setup, so the EMA weights come back on resume.
         if self.ema_decay > 0 and self.ema is None:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
             self.ema.requires_grad_(False)
         if self.teacher_path and self.teacher is None:
-            from .deploy import load_model
-
             self.teacher = load_model(self.teacher_path, device="cpu").to(self.device).eval()
             self.teacher.requires_grad_(False)
 
@@ -373,13 +373,9 @@ def write_history(rows: List[Dict[str, float]], out_dir: str) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(os.path.join(out_dir, "history.csv"), buf.getvalue())
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [r["epoch"] + 1 for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
     ax1.plot(epochs, [r["val_loss"] for r in rows], "o-", label="val")
     ax1.set_xlabel("epoch")
@@ -390,7 +386,6 @@ def write_history(rows: List[Dict[str, float]], out_dir: str) -> None:
     ax2.set_ylabel("val mIoU")
     fig.tight_layout()
     save_figure(fig, os.path.join(out_dir, "curves.png"), dpi=90)
-    plt.close(fig)
 
 
 # --- the retraining entry point --------------------------------------------------------------------
@@ -440,8 +435,6 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
                                               save_top_k=1, save_last=True, save_on_train_epoch_end=True)
     strategy: Any = None if train_cfg.strategy == "auto" else train_cfg.strategy  # Lightning 1.9 spells auto None
     if strategy == "ddp" and train_cfg.devices > 1 and not on_gpu:
-        from pytorch_lightning.strategies import DDPStrategy
-
         strategy = DDPStrategy(process_group_backend="gloo")
     trainer = pl.Trainer(
         max_epochs=train_cfg.epochs, accelerator=accelerator, devices=train_cfg.devices, strategy=strategy,
@@ -466,8 +459,6 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
               "world_size": trainer.world_size,
               "backend": getattr(trainer.strategy, "process_group_backend", None) if trainer.world_size > 1 else None}
     if trainer.is_global_zero:
-        from .deploy import save_model
-
         meta = {"classes": classes, "dataset": data_cfg.dataset, "mean": list(data_cfg.mean),
                 "std": list(data_cfg.std), "val_miou": module.last_val_miou, "train": train_cfg.to_dict()}
         save_model(module.eval_network(), result["model_path"], space=space, arch=arch, meta=meta)

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib
 import numpy as np
 import torch
+from matplotlib.figure import Figure  # the object API: no pyplot state, no backend to choose
 
 from ..fileio import save_figure
 from .datasets import SegDataset
 from .metrics import IGNORE_INDEX
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
-
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 CITYSCAPES_PALETTE = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
                       (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
@@ -57,7 +54,8 @@ def save_preview(dataset: SegDataset, path: str, count: int = 8, mean: Sequence[
     """Writes a PNG grid: each row an image, its coloured mask and the mask blended over the image."""
     count = min(count, len(dataset))
     colours = palette(dataset.num_classes, dataset_spec)
-    fig, axes = plt.subplots(count, 3, figsize=(9, 1.6 * count), squeeze=False)
+    fig = Figure(figsize=(9, 1.6 * count))
+    axes = fig.subplots(count, 3, squeeze=False)
     for i in range(count):
         image, mask = dataset[i]
         rgb = denormalise(image, mean, std)
@@ -69,4 +67,3 @@ def save_preview(dataset: SegDataset, path: str, count: int = 8, mean: Sequence[
         axes[i][1].set_title(", ".join(present)[:60], fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
-    plt.close(fig)

@@ -23,6 +23,7 @@ from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
 from ..errors import ArchError
 from ..fileio import read_json, write_json
+from .macro import trellis_nodes
 from .model import RSPNet, SpaceConfig, as_space_config
 
 Arch = Dict[str, Any]
@@ -166,8 +167,6 @@ def describe(arch: Mapping[str, Any], config=None) -> str:
     With ``config``, the cell edges that the input choices drop are left out and every path index is
     spelled as its source node, for example ``l2_s8 <- l1_s4 (down), l1_s8``.
     """
-    from .macro import trellis_nodes
-
     lines: List[str] = ["cell:"]
     nodes = sorted({k.split("/")[1] for k in arch if k.startswith("cell/")}, key=lambda n: int(n[4:]))
     for node in nodes:

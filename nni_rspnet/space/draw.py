@@ -5,8 +5,10 @@ import math
 import os
 from typing import Any, Dict, Mapping, Optional, Union
 
-from .arch import space_spec
+from matplotlib.figure import Figure  # the object API: no pyplot state, no backend to choose
+
 from ..fileio import save_figure
+from .arch import space_spec
 from .decode import live_nodes
 from .macro import head_inputs, trellis_nodes
 from .model import as_space_config
@@ -24,16 +26,12 @@ def _save(fig, path: Union[str, os.PathLike]) -> None:
 
 def draw_cell(arch: Mapping[str, Any], config, path: Union[str, os.PathLike], ax=None) -> None:
     """Draws the cell of ``arch`` as a DAG: input, the nodes with their chosen edges and ops, output."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cfg = as_space_config(config)
     n = cfg.cell_nodes
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(2.2 * (n + 2), 3.2))
+        fig = Figure(figsize=(2.2 * (n + 2), 3.2))
+        ax = fig.subplots()
     pos = {0: (0.0, 0.0)}
     for i in range(n):
         pos[i + 1] = (i + 1.0, 0.9 if i % 2 == 0 else -0.9)
@@ -61,7 +59,6 @@ def draw_cell(arch: Mapping[str, Any], config, path: Union[str, os.PathLike], ax
     ax.set_title(f"cell ({n} nodes, outputs concatenated, RSP depth {cfg.rsp_depth})", fontsize=10)
     if own:
         _save(fig, path)
-        plt.close(fig)
 
 
 def draw_trellis(arch: Mapping[str, Any], config, path: Union[str, os.PathLike],
@@ -71,11 +68,6 @@ def draw_trellis(arch: Mapping[str, Any], config, path: Union[str, os.PathLike],
     With ``probs`` (``{"macro/l2_s4/paths/0": p, ...}`` as in ``probs.json``) candidate paths are drawn
     with a width proportional to their probability.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cfg = as_space_config(config)
     res = cfg.resolutions
     specs = trellis_nodes(cfg.layers, len(res), cfg.skip_paths)
@@ -87,7 +79,8 @@ def draw_trellis(arch: Mapping[str, Any], config, path: Union[str, os.PathLike],
                       head_inputs(cfg.layers, len(res)))
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(1.3 * (cfg.layers + 2), 0.9 * (len(res) + 1.5)))
+        fig = Figure(figsize=(1.3 * (cfg.layers + 2), 0.9 * (len(res) + 1.5)))
+        ax = fig.subplots()
     for spec in specs:
         x1, y1 = spec.layer, -spec.res
         for j, (l, r) in enumerate(spec.candidates):
@@ -123,23 +116,16 @@ def draw_trellis(arch: Mapping[str, Any], config, path: Union[str, os.PathLike],
         ax.spines[side].set_visible(False)
     if own:
         _save(fig, path)
-        plt.close(fig)
 
 
 def draw_architecture(arch: Mapping[str, Any], config, path: Union[str, os.PathLike],
                       probs: Optional[Mapping[str, float]] = None) -> None:
     """One picture with the cell on top and the trellis below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cfg = as_space_config(config)
     space_spec(cfg)  # fails early, naming the label, if arch and space disagree below
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 1.4 * (cfg.layers + 2)), 7.5),
-                                      gridspec_kw={"height_ratios": [1, 1.3]})
+    fig = Figure(figsize=(max(8, 1.4 * (cfg.layers + 2)), 7.5))
+    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [1, 1.3]})
     draw_cell(arch, cfg, path, ax=top)
     draw_trellis(arch, cfg, path, probs=probs, ax=bottom)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
