@@ -1,4 +1,4 @@
-"""Benchmark: supernet step time and peak memory of the search (not a test; prints and writes a table).
+"""Section ``search_cost``: supernet step time and peak memory of the search.
 
 Two comparisons on the same space (``search_spaces/tiny.yaml`` unless ``--config`` says otherwise):
 
@@ -17,9 +17,9 @@ memory is the rise of the process' peak RSS over its RSS after the supernet was 
 ``torch.cuda.max_memory_allocated``); the bytes of tensors saved for backward in one step are given
 too (deterministic).
 
-Usage::
-
-    python benchmarks/search_cost.py --rounds 3 --steps 6 --out benchmarks/search_cost.md
+``measure`` returns the numbers as data; ``run`` is the section of ``python -m benchmarks``; alone,
+``python -m benchmarks.search_cost --rounds 3 --steps 6 --out benchmarks/search_cost.md`` prints and
+writes the same tables for any space (``--config``, ``--set``).
 """
 from __future__ import annotations
 
@@ -31,15 +31,31 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pytorch_lightning as pl
+import torch
+from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
+
+from nni_rspnet.fileio import atomic_write_text
+from nni_rspnet.search.strategy import CELL_PREFIX, MACRO_PREFIX, RSPDartsModule
+from nni_rspnet.seg.train import SegmentationModule
+from nni_rspnet.space.arch import random_arch
+from nni_rspnet.space.model import RSPNetSpace, SpaceConfig
+
+from .common import ROOT, BenchmarkConfig
+from .render import GOAL_RSP_COST, GOAL_STEP_RATIO, search_cost_markdown
+
 CONFIGS = {
     "stage1_d2": dict(kind="stage1", rsp_depth=2),
     "stage1_d0": dict(kind="stage1", rsp_depth=0),
     "stage2_d2": dict(kind="stage2", rsp_depth=2),
     "stock_d2": dict(kind="stock", rsp_depth=2),
 }
+# The one-shot module's settings while timing: the same for ours and for stock DARTS (whose
+# architecture optimiser is Adam at 3e-4), no clipping, no annealing.
+STEP_SETTINGS = dict(arc_learning_rate=3e-4, arc_weight_decay=1e-3, gradient_clip_val=None, tau_init=1.0, tau_min=1.0)
 
 
 def _rss_kib() -> int:
@@ -49,20 +65,7 @@ def _rss_kib() -> int:
 
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Builds one one-shot module and times ``steps`` DARTS steps (run in a subprocess)."""
-    import warnings
-
     warnings.filterwarnings("ignore")
-    import torch
-
-    import nni_rspnet  # noqa: F401  (patches torchvision)
-    from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
-    import pytorch_lightning as pl
-
-    from nni_rspnet.space.arch import random_arch
-    from nni_rspnet.space.model import RSPNetSpace, SpaceConfig
-    from nni_rspnet.search.strategy import CELL_PREFIX, MACRO_PREFIX, RSPDartsModule
-    from nni_rspnet.seg.train import SegmentationModule
-
     torch.manual_seed(0)
     torch.set_num_threads(spec["threads"])
     cfg = SpaceConfig.from_yaml(spec["config"], list(spec["overrides"]) + [f"space.rsp_depth={spec['rsp_depth']}"])
@@ -71,12 +74,12 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     inner.running_mode = "oneshot"
     inner.set_model(RSPNetSpace(cfg))
     if spec["kind"] == "stock":
-        module = DartsLightningModule(inner, arc_learning_rate=3e-4)
+        module = DartsLightningModule(inner, arc_learning_rate=STEP_SETTINGS["arc_learning_rate"])
     elif spec["kind"] == "stage1":
-        module = RSPDartsModule(inner, arc_learning_rate=3e-4, all_on=(MACRO_PREFIX,))
+        module = RSPDartsModule(inner, all_on=(MACRO_PREFIX,), **STEP_SETTINGS)
     else:
         cell = {k: v for k, v in random_arch(cfg, 0).items() if k.startswith(CELL_PREFIX)}
-        module = RSPDartsModule(inner, arc_learning_rate=3e-4, frozen=cell)
+        module = RSPDartsModule(inner, frozen=cell, **STEP_SETTINGS)
     h, w = spec["input_size"]
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(spec["batch"], 3, h, w, generator=g),
@@ -129,8 +132,70 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def measure(config: str, overrides: Sequence[str] = (), only: Sequence[str] = tuple(CONFIGS),
+            input_size: Sequence[int] = (64, 128), batch: int = 8, steps: int = 6, rounds: int = 3, threads: int = 1,
+            device: str = "cpu", epochs: Sequence[int] = (3, 3), log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Times every configuration of ``only`` in its own subprocess, interleaved over ``rounds`` rounds.
+
+    Returns:
+        ``{"settings": {...}, "runs": {name: medians of step_s, wall_s, peak_mib, saved_mib},
+        "ratios": {label: value}, "goals": {label: goal}}``.
+
+    Raises:
+        RuntimeError: a worker failed (its stderr's tail is in the message).
+    """
+    runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in only}
+    for r in range(rounds):
+        for name in only:
+            spec = dict(CONFIGS[name], config=os.fspath(config), overrides=list(overrides),
+                        input_size=list(input_size), batch=batch, steps=steps, threads=threads, device=device)
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.search_cost", "--worker", json.dumps(spec)],
+                                  capture_output=True, text=True, env=env, cwd=ROOT)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                raise RuntimeError(f"search-cost worker {name} failed (status {proc.returncode}): "
+                                   f"{proc.stderr.strip()[-2000:]}")
+            runs[name].append(json.loads(line[0][len("RESULT "):]))
+            log(f"[search_cost] round {r + 1} {name}: {runs[name][-1]}")
+    med = {name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in runs.items()}
+    e1, e2 = epochs
+    ratios: Dict[str, float] = {}
+    goals: Dict[str, float] = {}
+
+    def ratio(a: str, b: str, key: str, label: str, goal: float) -> None:
+        if a in med and b in med:
+            ratios[label], goals[label] = med[a][key] / med[b][key], goal
+
+    ratio("stage1_d2", "stage1_d0", "step_s", "step time, RSP depth 2 / depth 0 (stage 1)", GOAL_RSP_COST)
+    ratio("stage1_d2", "stage1_d0", "peak_mib", "peak memory, RSP depth 2 / depth 0 (stage 1)", GOAL_RSP_COST)
+    ratio("stage1_d2", "stage1_d0", "saved_mib", "saved activations, RSP depth 2 / depth 0 (stage 1)", GOAL_RSP_COST)
+    ratio("stage1_d2", "stock_d2", "step_s", "step time, TwoStageDarts stage 1 / stock DARTS", GOAL_STEP_RATIO)
+    ratio("stage2_d2", "stock_d2", "step_s", "step time, TwoStageDarts stage 2 / stock DARTS", GOAL_STEP_RATIO)
+    if all(k in med for k in ("stage1_d2", "stage2_d2", "stock_d2")):
+        label = f"step time, TwoStageDarts mean ({e1}+{e2} epochs) / stock DARTS"
+        mean = (e1 * med["stage1_d2"]["step_s"] + e2 * med["stage2_d2"]["step_s"]) / (e1 + e2)
+        ratios[label], goals[label] = mean / med["stock_d2"]["step_s"], GOAL_STEP_RATIO
+    space = os.path.relpath(os.fspath(config), ROOT) + "".join(f" {o}" for o in overrides)
+    settings = {"space": space, "input_size": list(input_size), "batch": batch, "device": device,
+                "threads": threads, "rounds": rounds, "steps": steps}
+    return {"settings": settings, "runs": med, "ratios": ratios, "goals": goals}
+
+
+def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print, device: str = "cpu") -> Dict[str, Any]:
+    """The section: the tiny space's search cost (``quick``: tiny sizes) on ``device``."""
+    sizes = (dict(rounds=1, steps=2, input_size=(32, 64), batch=2) if cfg.quick
+             else dict(rounds=cfg.search_cost_rounds, steps=cfg.search_cost_steps))
+    try:
+        table = measure(cfg.tiny_config, device=device, log=log, **sizes)
+    except RuntimeError as err:
+        log(f"[search_cost] failed: {err}")
+        return {"measured": False, "why": str(err).splitlines()[0]}
+    return {"measured": True, "device": device, "table": table}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.search_cost", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=os.path.join(ROOT, "search_spaces", "tiny.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="space.KEY=VALUE",
                         help="override the space, e.g. --set space.channels=[64,128,256] (repeatable)")
@@ -144,62 +209,18 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, nargs=2, default=[3, 3], metavar=("STAGE1", "STAGE2"),
                         help="epochs of each stage, to weigh TwoStageDarts' mean step time")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "search_cost.md"))
+    parser.add_argument("--out", default=None, help="also write the tables to this Markdown file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
-
-    runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in args.only}
-    for r in range(args.rounds):
-        for name in args.only:
-            spec = dict(CONFIGS[name], config=args.config, overrides=args.overrides, input_size=args.input_size,
-                        batch=args.batch, steps=args.steps, threads=args.threads, device=args.device)
-            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                                  text=True, env=env, cwd=ROOT)
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if proc.returncode or not line:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"{name}: worker failed (status {proc.returncode})")
-            runs[name].append(json.loads(line[0][7:]))
-            print(f"round {r + 1} {name}: {runs[name][-1]}", flush=True)
-
-    med = {name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in runs.items()}
-    e1, e2 = args.epochs
-    rows = []
-
-    def ratio(a: str, b: str, key: str, label: str, goal: float) -> None:
-        if a in med and b in med:
-            rows.append((label, med[a][key] / med[b][key], goal))
-
-    ratio("stage1_d2", "stage1_d0", "step_s", "step time, RSP depth 2 / depth 0 (stage 1)", 0.55)
-    ratio("stage1_d2", "stage1_d0", "peak_mib", "peak memory, RSP depth 2 / depth 0 (stage 1)", 0.55)
-    ratio("stage1_d2", "stage1_d0", "saved_mib", "saved activations, RSP depth 2 / depth 0 (stage 1)", 0.55)
-    ratio("stage1_d2", "stock_d2", "step_s", "step time, TwoStageDarts stage 1 / stock DARTS", 1.10)
-    ratio("stage2_d2", "stock_d2", "step_s", "step time, TwoStageDarts stage 2 / stock DARTS", 1.10)
-    if all(k in med for k in ("stage1_d2", "stage2_d2", "stock_d2")):
-        mean = (e1 * med["stage1_d2"]["step_s"] + e2 * med["stage2_d2"]["step_s"]) / (e1 + e2)
-        rows.append((f"step time, TwoStageDarts mean ({e1}+{e2} epochs) / stock DARTS",
-                     mean / med["stock_d2"]["step_s"], 1.10))
-    space = os.path.relpath(args.config, ROOT) + "".join(f" {o}" for o in args.overrides)
-    lines = [f"# Search cost benchmark ({space}, {args.input_size[0]}x{args.input_size[1]}, "
-             f"batch {args.batch}, {args.device}, {args.threads} thread(s), {args.rounds} rounds x {args.steps} steps)",
-             "", f"| configuration | step time (s, {'wall' if args.device.startswith('cuda') else 'CPU'}) | "
-             "step wall time (s) | peak memory (MiB) | saved for backward (MiB) |", "| --- | --- | --- | --- | --- |"]
-    for name, m in med.items():
-        lines.append(f"| {name} | {m['step_s']:.3f} | {m['wall_s']:.3f} | {m['peak_mib']:.1f} | {m['saved_mib']:.1f} |")
-    lines += ["", "| ratio | value | goal | met |", "| --- | --- | --- | --- |"]
-    for label, value, goal in rows:
-        lines.append(f"| {label} | {value:.2f} | <= {goal:.2f} | {'yes' if value <= goal else 'no'} |")
-    text = "\n".join(lines) + "\n"
+    table = measure(args.config, args.overrides, args.only, args.input_size, args.batch, args.steps, args.rounds,
+                    args.threads, args.device, args.epochs)
+    text = search_cost_markdown(table, title=True)
     print(text)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, text)
         print(f"written to {args.out}")
     return 0
 

@@ -9,7 +9,6 @@ machine (note them, with the machine's load).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,20 +27,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_train_builtin"))
     args = p.parse_args(argv)
 
-    import nni_rspnet  # noqa: F401
-    from nni_rspnet.space.arch import build_network, random_arch, save_arch
-    from nni_rspnet.schema import from_mapping, read_sections
+    # Imported here: --help stays fast.
+    from nni_rspnet.config import RunConfig
+    from nni_rspnet.fileio import write_json
     from nni_rspnet.measure import count_macs, count_params
-    from nni_rspnet.seg.data import DataConfig, build_datasets
+    from nni_rspnet.seg.data import build_datasets
     from nni_rspnet.seg.evaluate import evaluate_network
-    from nni_rspnet.space.model import SpaceConfig
-    from nni_rspnet.seg.train import TrainConfig, train_network
+    from nni_rspnet.seg.train import train_network
+    from nni_rspnet.space.arch import build_network, random_arch, save_arch
 
-    sections = read_sections(args.config, args.overrides)
-    sections["train"].update(epochs=args.epochs, threads=args.threads)
-    space = from_mapping(SpaceConfig, sections["space"], "space")
-    data = from_mapping(DataConfig, sections["data"], "data")
-    train = from_mapping(TrainConfig, sections["train"], "train")
+    cfg = RunConfig.load(args.config, [*args.overrides, f"train.epochs={args.epochs}", f"train.threads={args.threads}"])
+    space, data, train = cfg.space, cfg.data, cfg.train
     arch = random_arch(space, args.seed)
     os.makedirs(args.out, exist_ok=True)
     save_arch(arch, os.path.join(args.out, "arch.json"))
@@ -52,18 +48,17 @@ def main(argv=None) -> int:
           f"{macs / 1e6:.1f} M MACs at {h}x{w}")
     print(f"data: {data.num_train} train / {data.num_val} val built-in images; {args.epochs} epochs, "
           f"{args.threads} thread(s)")
+    datasets = build_datasets(data, space.num_classes)
     start = time.time()
     result = train_network(net, data, train, args.out, space=space.to_dict(), arch=arch, progress=False,
-                           max_time_s=args.max_minutes * 60)
+                           max_time_s=args.max_minutes * 60, datasets=datasets)
     seconds = time.time() - start
-    _, val, classes = build_datasets(data)
-    report = evaluate_network(net, val, classes, os.path.join(args.out, "eval"), progress=False,
+    report = evaluate_network(net, datasets.val, datasets.classes, os.path.join(args.out, "eval"), progress=False,
                               mean=data.mean, std=data.std)
     summary = {"params": params, "macs": macs, "epochs": result["epochs"], "train_seconds": round(seconds, 1),
                "val_miou": report["miou"], "pixel_accuracy": report["pixel_accuracy"],
                "per_class": report["per_class"], "history": result["history"]}
-    with open(os.path.join(args.out, "benchmark.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_json(os.path.join(args.out, "benchmark.json"), summary, indent=1)
     for row in result["history"]:
         print(f"  epoch {row['epoch'] + 1:2d}: train loss {row['train_loss']:.3f}  val loss {row['val_loss']:.3f}  "
               f"val mIoU {row['val_miou']:.4f}  ({row['seconds']:.0f} s)")

@@ -389,43 +389,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- benchmark -------------------------------------------------------------------------------------
-
-def _args_benchmark(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--only", default=None, metavar="SECTIONS",
-                   help="comma-separated sections among search,search_cost,latency,quality,demo,gpu (default: all)")
-    p.add_argument("--quick", action="store_true", help="smoke-test sizes (tiny data, one epoch, few rounds)")
-    p.add_argument("--out", default="runs/benchmark", help="folder of results.json, searches and training runs")
-    p.add_argument("--markdown", default="BENCHMARKS.md", help="the page to write")
-    p.add_argument("--quality-epochs", type=int, default=None, help="training epochs of every quality run")
-    p.add_argument("--latency-rounds", type=int, default=None, help="interleaved timing rounds")
-    p.add_argument("--search-cost-md", default=None, metavar="PATH",
-                   help="read the search-cost tables from this output of benchmarks/search_cost.py, not re-run it")
-    p.add_argument("--render-only", action="store_true", help="rewrite the page from the stored results, run nothing")
-
-
-def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .benchmark import SECTIONS, BenchmarkConfig, run_benchmark
-
-    cfg = BenchmarkConfig(out_dir=args.out, markdown=args.markdown, search_cost_markdown=args.search_cost_md)
-    if args.quick:
-        cfg = cfg.quick_version()
-    if args.quality_epochs is not None:
-        cfg = replace(cfg, quality_epochs=args.quality_epochs)
-    if args.latency_rounds is not None:
-        cfg = replace(cfg, latency_rounds=args.latency_rounds)
-    sections = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else list(SECTIONS)
-    if args.render_only:
-        sections = []
-    unknown = [s for s in sections if s not in SECTIONS]
-    if unknown:
-        raise ConfigError(f"--only: unknown section(s) {unknown}; expected some of {list(SECTIONS)}")
-    run_benchmark(cfg, sections)
-    return 0
-
-
 # --- registry --------------------------------------------------------------------------------------
 
 COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -445,8 +408,6 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "export": ("export a model.pt to TorchScript or ONNX (checked against PyTorch)", _args_export, _cmd_export),
     "predict": ("predict masks for a folder of images with a model.pt, TorchScript or ONNX file",
                 _args_predict, _cmd_predict),
-    "benchmark": ("benchmarks: search cost, found net vs torchvision peers, quality, demo time; BENCHMARKS.md",
-                  _args_benchmark, _cmd_benchmark),
 }
 
 

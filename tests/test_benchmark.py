@@ -1,4 +1,4 @@
-"""Benchmark: quick-mode latency and quality sections, page rendering, goals and the CLI."""
+"""The benchmarks package (outside the wheel): quick-mode sections, page rendering, goals and its command."""
 import json
 import os
 import statistics
@@ -6,13 +6,13 @@ import statistics
 import pytest
 import torch
 
-import nni_rspnet  # noqa: F401  (patches torchvision)
-from nni_rspnet.space.arch import random_arch, save_arch
-from nni_rspnet.benchmark import (SECTIONS, BenchmarkConfig, _parse_markdown_tables, goals, interleaved_latency,
-                                  lightest_arch, load_results, machine_info, project_search_hours, render_page,
-                                  run_benchmark, store_result, torchvision_peer)
+from benchmarks.__main__ import main, run_benchmark
+from benchmarks.common import SECTIONS, BenchmarkConfig, load_results, machine_info, store_result
+from benchmarks.gpu import project_search_hours
+from benchmarks.latency import interleaved_latency, lightest_arch, torchvision_peer
+from benchmarks.render import goals, render_demo, render_page, search_cost_markdown
 from nni_rspnet.search.settings import SearchConfig
-from nni_rspnet.cli import main
+from nni_rspnet.space.arch import random_arch, save_arch
 from nni_rspnet.space.model import SpaceConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,6 @@ def test_interleaved_latency_times_every_model_every_round():
     models = {"a": torch.nn.Conv2d(3, 4, 3), "b": torch.nn.Conv2d(3, 8, 5)}
     times = interleaved_latency(models, torch.zeros(1, 3, 32, 32), rounds=4, warmup=1, threads=1, log=lambda s: None)
     assert set(times) == {"a", "b"} and all(len(t) == 4 and min(t) > 0 for t in times.values())
-    assert torch.get_num_threads() >= 1
 
 
 def test_quick_latency_and_quality_write_the_page(quick_cfg):
@@ -97,40 +96,27 @@ def test_results_merge_across_runs_and_goals(tmp_path):
     assert miou[2].startswith("**inconclusive**")
 
 
-def test_parse_markdown_tables():
-    text = "# t\n\n| a | b |\n| --- | --- |\n| 1 | x |\n| 2 | y |\n\ntext\n| ratio | value |\n|---|---|\n| r | 0.5 |\n"
-    tables = _parse_markdown_tables(text)
-    assert tables == [[{"a": "1", "b": "x"}, {"a": "2", "b": "y"}], [{"ratio": "r", "value": "0.5"}]]
+SEARCH_COST = {  # what search_cost.measure returns
+    "settings": {"space": "search_spaces/tiny.yaml", "input_size": [64, 128], "batch": 8, "device": "cpu",
+                 "threads": 1, "rounds": 2, "steps": 4},
+    "runs": {"stage1_d2": {"step_s": 0.4, "wall_s": 0.5, "peak_mib": 100.0, "saved_mib": 50.0},
+             "stage1_d0": {"step_s": 1.0, "wall_s": 1.2, "peak_mib": 250.0, "saved_mib": 100.0}},
+    "ratios": {"step time, RSP depth 2 / depth 0 (stage 1)": 0.4, "peak memory, RSP depth 2 / depth 0 (stage 1)": 0.6},
+    "goals": {"step time, RSP depth 2 / depth 0 (stage 1)": 0.55, "peak memory, RSP depth 2 / depth 0 (stage 1)": 0.55},
+}
 
 
-SEARCH_COST_MD = """# Search cost benchmark (search_spaces/tiny.yaml, 64x128, batch 8, cpu, 1 thread(s), 2 rounds x 4 steps)
-
-| configuration | step time (s) | peak memory (MiB) | saved for backward (MiB) |
-| --- | --- | --- | --- |
-| stage1_d2 | 0.400 | 100.0 | 50.0 |
-| stage1_d0 | 1.000 | 250.0 | 100.0 |
-
-| ratio | value | goal | met |
-| --- | --- | --- | --- |
-| step time, RSP depth 2 / depth 0 (stage 1) | 0.40 | <= 0.55 | yes |
-| peak memory, RSP depth 2 / depth 0 (stage 1) | 0.60 | <= 0.55 | no |
-"""
-
-
-def test_search_cost_read_from_the_scripts_markdown(tmp_path):
-    md = tmp_path / "search_cost.md"
-    md.write_text(SEARCH_COST_MD)
-    cfg = BenchmarkConfig(out_dir=str(tmp_path / "b"), markdown=str(tmp_path / "B.md"), search_cost_markdown=str(md))
-    page = run_benchmark(cfg, ["search_cost"], log=lambda s: None)
-    r = load_results(cfg)["search_cost"]
-    assert r["step_s"] == {"stage1_d2": 0.4, "stage1_d0": 1.0}
-    assert r["ratios"]["peak memory, RSP depth 2 / depth 0 (stage 1)"] == 0.6
-    row = next(g for g in goals(load_results(cfg)) if g[0].startswith("RSP"))
+def test_search_cost_data_renders_and_meets_the_goals(tmp_path):
+    """The section stores numbers, not Markdown; the one renderer makes both the tables and the goals."""
+    cfg = BenchmarkConfig(out_dir=str(tmp_path / "b"), markdown=str(tmp_path / "B.md"))
+    store_result(cfg, "search_cost", {"measured": True, "device": "cpu", "table": SEARCH_COST})
+    results = load_results(cfg)
+    row = next(g for g in goals(results) if g[0].startswith("RSP"))
     assert "0.40x" in row[1] and "0.60x" in row[1] and row[2] == "**not met**"
-    assert "| stage1_d0 | 1.000 |" in page
-    with pytest.raises(FileNotFoundError, match="nowhere.md"):
-        run_benchmark(BenchmarkConfig(out_dir=str(tmp_path / "c"), search_cost_markdown=str(tmp_path / "nowhere.md"),
-                                      markdown=str(tmp_path / "C.md")), ["search_cost"], log=lambda s: None)
+    page = render_page(results, machine_info(), cfg)
+    assert "| stage1_d0 | 1.000 | 1.200 | 250.0 | 100.0 |" in page
+    assert "| peak memory, RSP depth 2 / depth 0 (stage 1) | 0.60 | <= 0.55 | no |" in page
+    assert search_cost_markdown(SEARCH_COST, title=True).startswith("# Search cost benchmark (search_spaces/tiny.yaml")
 
 
 def test_projection_counts_steps_and_epochs():
@@ -141,8 +127,8 @@ def test_projection_counts_steps_and_epochs():
 
 
 def test_lightest_arch_is_valid_and_lightest():
-    from nni_rspnet.space.arch import build_network, validate
     from nni_rspnet.measure import count_params
+    from nni_rspnet.space.arch import build_network, validate
 
     space = SpaceConfig.from_yaml(os.path.join(ROOT, "search_spaces", "tiny.yaml"))
     arch = validate(lightest_arch(space), space)
@@ -150,13 +136,19 @@ def test_lightest_arch_is_valid_and_lightest():
     assert all(light <= count_params(build_network(space, random_arch(space, s))) for s in range(3))
 
 
-def test_cli_rejects_unknown_section(tmp_path, capsys):
-    assert main(["benchmark", "--only", "latency,speed", "--out", str(tmp_path)]) == 2
+def test_command_rejects_unknown_section_and_renders_alone(tmp_path, capsys):
+    assert main(["--only", "latency,speed", "--out", str(tmp_path)]) == 2
     assert "speed" in capsys.readouterr().err
     assert set(SECTIONS) >= {"search", "search_cost", "latency", "quality", "demo", "gpu"}
     page = tmp_path / "B.md"
-    assert main(["benchmark", "--render-only", "--out", str(tmp_path), "--markdown", str(page)]) == 0
+    assert main(["--render-only", "--out", str(tmp_path), "--markdown", str(page)]) == 0
     assert page.read_text().count("Not run yet.") == len(SECTIONS)
+
+
+def test_benchmarks_are_not_a_command_of_the_product():
+    from nni_rspnet.cli import COMMANDS
+
+    assert "benchmark" not in COMMANDS
 
 
 @pytest.mark.slow
@@ -172,8 +164,6 @@ def test_quick_search_section_finds_the_network(tmp_path):
 
 
 def test_demo_row_says_how_the_demo_ended():
-    from nni_rspnet.benchmark import render_demo
-
     base = {"measured": True, "seconds": 90.0, "command": "nni-rspnet demo --out x"}
     assert "| 1.5 min | finished |" in render_demo(dict(base, ok=True, returncode=0))
     killed = render_demo(dict(base, ok=False, returncode=-15, tail=["Epoch 0:  5%| 4/85 [00:09<03:02, 2.2s/it]Global"]))

@@ -1,0 +1,174 @@
+"""What every benchmark section shares: the settings, the run configurations, the results file and
+the machine description."""
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import json
+import os
+import platform
+from dataclasses import dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from nni_rspnet.config import RunConfig
+from nni_rspnet.fileio import write_json
+from nni_rspnet.space.arch import load_arch
+
+SECTIONS = ("search", "search_cost", "latency", "quality", "demo", "gpu")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class BenchmarkConfig:
+    """Sizes and budgets of the benchmark run (``quick()`` shrinks them to a smoke test).
+
+    Attributes:
+        out_dir: where results, searches and training runs go.
+        markdown: the page to write (``BENCHMARKS.md``).
+        tiny_config: the searched space (its data section gives the built-in data).
+        cityscapes_config: the product's space, for reference rows of the latency table.
+        data_train, data_val: built-in images per split for the searches and the quality runs.
+        image_size: ``[H, W]`` of the built-in images (searches and quality runs).
+        search_epochs: ``(warmup, stage 1, stage 2)`` epochs of both searches.
+        search_limit_batches: batches per epoch and split of the search (0 = all).
+        latency_size: ``[H, W]`` of the latency table.
+        latency_classes: output classes of every network in the latency table (Cityscapes: 19).
+        latency_threads: torch CPU threads while timing.
+        latency_rounds, latency_warmup: timed and untimed interleaved rounds.
+        quality_epochs: training epochs of every quality run (the equal budget).
+        quality_searched_seeds, quality_peer_seeds: training seeds of the searched net and LR-ASPP.
+        quality_random: number of random architectures (one training seed each).
+        train_threads: torch threads of the search and the training runs (1: on a shared machine more
+            threads spin for busy cores and run several times slower).
+        demo_timeout_s: the demo's time limit.
+        search_cost_rounds, search_cost_steps: interleaved rounds and DARTS steps per measurement of
+            the search-cost section.
+        gpu_size: ``[H, W]`` of the GPU latency table.
+        train_overrides: ``train`` section keys to change for the quality runs (e.g. ``optimizer``).
+        quick: smoke-test sizes (set by ``quick()``; recorded in the results).
+    """
+
+    out_dir: str = "runs/benchmark"
+    markdown: str = "BENCHMARKS.md"
+    tiny_config: str = os.path.join(ROOT, "search_spaces", "tiny.yaml")
+    cityscapes_config: str = os.path.join(ROOT, "search_spaces", "cityscapes.yaml")
+    data_train: int = 1000
+    data_val: int = 200
+    image_size: List[int] = field(default_factory=lambda: [64, 128])
+    search_epochs: List[int] = field(default_factory=lambda: [1, 2, 2])
+    search_limit_batches: int = 10
+    latency_size: List[int] = field(default_factory=lambda: [512, 1024])
+    latency_classes: int = 19
+    latency_threads: int = 2
+    latency_rounds: int = 15
+    latency_warmup: int = 2
+    quality_epochs: int = 5
+    quality_searched_seeds: int = 2
+    quality_peer_seeds: int = 1
+    quality_random: int = 5
+    train_threads: int = 1
+    demo_timeout_s: float = 1500.0
+    search_cost_rounds: int = 2
+    search_cost_steps: int = 4
+    gpu_size: List[int] = field(default_factory=lambda: [1024, 2048])
+    train_overrides: Dict[str, Any] = field(default_factory=dict)
+    quick: bool = False
+
+    def quick_version(self) -> "BenchmarkConfig":
+        """The smoke-test sizes: tiny data, one epoch, few rounds, small latency inputs."""
+        return replace(self, data_train=16, data_val=8, image_size=[32, 64], search_epochs=[0, 1, 1],
+                       search_limit_batches=2, latency_size=[64, 128], latency_rounds=3,
+                       latency_warmup=1, quality_epochs=1, quality_searched_seeds=1, quality_peer_seeds=1,
+                       quality_random=2, gpu_size=[128, 256], quick=True)
+
+
+def results_path(cfg: BenchmarkConfig) -> str:
+    return os.path.join(cfg.out_dir, "results.json")
+
+
+def load_results(cfg: BenchmarkConfig) -> Dict[str, Any]:
+    """The stored section results (``{}`` when there are none yet)."""
+    path = results_path(cfg)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def store_result(cfg: BenchmarkConfig, section: str, result: Dict[str, Any]) -> None:
+    """Merges one section's result into ``results.json`` (atomically, under a lock, re-reading the file
+    first: sections may run in separate processes at the same time)."""
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    result = dict(result, finished=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                  quick=cfg.quick)
+    with open(os.path.join(cfg.out_dir, ".results.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_results(cfg)
+        results[section] = result
+        write_json(results_path(cfg), results, indent=1, sort_keys=True)
+
+
+def machine_info() -> Dict[str, Any]:
+    """CPU model, cores, memory, GPU and the versions that matter for the numbers."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("nni", "pytorch_lightning", "torchvision", "torchmetrics"):
+        try:
+            versions[name] = version(name.replace("_", "-"))
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib, "os": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "versions": versions, "load_average": load}
+
+
+# --- configs -----------------------------------------------------------------------------------------
+
+def configs(cfg: BenchmarkConfig, path: str, overrides: Sequence[str] = ()) -> RunConfig:
+    """The run configuration of a space YAML with the benchmark's sizes.
+
+    Data and training always come from the tiny YAML (the built-in digits), so the search and every
+    quality run see the same images with the same optimiser.
+    """
+    own, tiny = RunConfig.load(path, list(overrides)), RunConfig.load(cfg.tiny_config)
+    sections = own.to_dict()
+    warmup, stage1, stage2 = cfg.search_epochs
+    sections["search"].update(warmup_epochs=warmup, stage1_epochs=stage1, stage2_epochs=stage2,
+                              limit_batches=cfg.search_limit_batches, latency_input_size=None, lut=None,
+                              threads=cfg.train_threads)
+    sections["data"] = dict(tiny.to_dict()["data"], num_train=cfg.data_train, num_val=cfg.data_val,
+                            image_size=list(cfg.image_size), crop_size=list(cfg.image_size))
+    sections["train"] = dict(tiny.to_dict()["train"], epochs=cfg.quality_epochs, threads=cfg.train_threads,
+                             warmup_epochs=min(tiny.train.warmup_epochs, 1.0), **cfg.train_overrides)
+    return RunConfig.from_sections(sections, f"{path} (benchmark sizes)")
+
+
+def search_dir(cfg: BenchmarkConfig, name: str) -> str:
+    """Where the ``search`` section leaves the search of space ``name`` (its ``arch.json``)."""
+    return os.path.join(cfg.out_dir, f"search_{name}")
+
+
+def found_arch(cfg: BenchmarkConfig, name: str) -> Optional[Dict[str, Any]]:
+    """The architecture the ``search`` section found for space ``name``, or ``None`` before it ran."""
+    path = os.path.join(search_dir(cfg, name), "arch.json")
+    return load_arch(path) if os.path.isfile(path) else None
