@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_rspnet.nnictl import experiment as nnictl
+from nnictl_helpers import kill_experiments
 from nni_rspnet.space.arch import build_network, load_arch
 from nni_rspnet.space.model import SpaceConfig
 
@@ -52,21 +51,6 @@ def test_two_stage_darts_example(tmp_path, capsys):
     assert any(k.startswith("cell/") for k in probs) and any(k.startswith("macro/") for k in probs)
 
 
-def _kill_experiments(folder: Path) -> list:
-    """Stops whatever a (failed) run left behind, by the experiment ids found in its working folder."""
-    left = []
-    for exp_dir in folder.glob("*") if folder.is_dir() else []:
-        if exp_dir.name.startswith("_"):
-            continue
-        for pid in nnictl.leftover_processes(exp_dir.name):
-            left.append(pid)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    return left
-
-
 @pytest.mark.parametrize("strategy", ["evolution"])  # the one with the cycles pitfall
 def test_multi_trial_example(tmp_path, strategy):
     """2 trials under NNI's manager; the exported dict rebuilds; nothing left running afterwards."""
@@ -77,7 +61,7 @@ def test_multi_trial_example(tmp_path, strategy):
         run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=420,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})  # inherited by every trial
     finally:
-        left = _kill_experiments(tmp_path / "nni-experiments")
+        left = kill_experiments(tmp_path / "nni-experiments")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert left == [], f"processes survived exp.stop(): {left}"
     summary = json.loads((tmp_path / "summary.json").read_text())

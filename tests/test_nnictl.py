@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nnictl_helpers import running
 from nni_rspnet.nnictl import experiment as nnictl
 from nni_rspnet.space.arch import build_network, load_arch
 from nni_rspnet.nnictl.hpo import write_search_space
@@ -255,7 +256,7 @@ def test_medianstop_stops_a_weak_trial(tmp_path):
     (tmp_path / "planted.yml").write_text(yaml.safe_dump(config))
     nnictl.prepare_config(tmp_path / "planted.yml", tmp_path / "run.yml", working_dir=tmp_path / "work",
                           python=sys.executable)
-    with nnictl.running(tmp_path / "run.yml", nnictl.free_port(), tmp_path / "work",
+    with running(tmp_path / "run.yml", nnictl.free_port(), tmp_path / "work",
                         env=nni_env(tmp_path / "home")) as exp:
         exp.rest.wait_finished(timeout=120, interval=1)
         trials = sorted(exp.rest.trials(), key=lambda t: t["sequenceId"])

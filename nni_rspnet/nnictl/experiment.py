@@ -1,8 +1,11 @@
-"""Driving ``nnictl`` experiments from Python: launch, poll the REST API, stop, and leave nothing behind.
+"""Experiment control: launch an ``nnictl`` experiment, read it through the REST API, stop it and
+leave no process behind.
 
-Used by the tests and by ``nni-rspnet report`` (which reads a running experiment through the same REST
-client). The experiment YAML of ``experiment_configs/`` is copied with a few fields overridden (working
-directory, trial count, interpreter), so a test runs the same file a user runs.
+``prepare_config`` copies an experiment YAML of ``experiment_configs/`` with a few fields replaced
+(working directory, interpreter, trial arguments, trial count); ``launch`` runs ``nnictl create``;
+``RestClient`` reads trials and metrics from the manager; ``stop`` runs ``nnictl stop`` and then ends
+by process id whatever of the experiment survived it. (``nni-rspnet report`` reads an experiment's
+folder instead, and works on finished experiments too.)
 
 NNI's manager (a Node process) listens on every interface (``app.listen(port)``); ``launch`` preloads
 a tiny script through ``NODE_OPTIONS`` that pins such listens to 127.0.0.1, so nothing is exposed.
@@ -29,6 +32,7 @@ import yaml
 
 from ..errors import ConfigError, NniError
 from ..fileio import atomic_write_text, read_yaml
+from .report import decode_metric
 
 # Statuses after which an experiment schedules no more work.
 FINISHED_STATUSES = ("DONE", "STOPPED", "ERROR", "NO_MORE_TRIAL")
@@ -169,8 +173,7 @@ class RestClient:
 
 def parse_metric(record: Mapping[str, Any]) -> Any:
     """The value of one ``/metric-data`` record (or ``finalMetricData`` entry); NNI double-encodes it."""
-    value = json.loads(record["data"])
-    return json.loads(value) if isinstance(value, str) else value
+    return decode_metric(record["data"])
 
 
 @dataclass
@@ -300,20 +303,3 @@ def stop(exp: Experiment, timeout: float = 60.0) -> List[int]:
         _kill(left, sig)
         time.sleep(2)
     return leftover_processes(exp.id)
-
-
-@contextlib.contextmanager
-def running(config: Union[str, os.PathLike], port: int, working_dir: Union[str, os.PathLike], *,
-            env: Optional[Mapping[str, str]] = None, timeout: float = 120.0) -> Iterator[Experiment]:
-    """``launch`` as a context: the experiment is stopped and its processes killed on exit, even on error."""
-    exp = launch(config, port, working_dir, env=env, timeout=timeout)
-    failed = False
-    try:
-        yield exp
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        left = stop(exp)
-        if left and not failed:  # on a failure, its own error is the one to see
-            raise NniError(f"experiment {exp.id}: processes {left} survived nnictl stop and SIGKILL")

@@ -78,7 +78,7 @@ class TrialRecord:
         return config if isinstance(config, dict) else None
 
 
-def _decode_metric(raw: Any) -> Any:
+def decode_metric(raw: Any) -> Any:
     """NNI stores a metric as JSON of a JSON string (``'"{\\"default\\": 0.5}"'``); undo both levels."""
     value = json.loads(raw) if isinstance(raw, str) else raw
     while isinstance(value, str):
@@ -134,7 +134,7 @@ def _read_db(db: Path) -> Tuple[Dict[str, TrialRecord], bool]:
         metrics = conn.execute("SELECT trialJobId, type, data FROM MetricData ORDER BY timestamp, sequence")
         for trial_id, kind, data in metrics:
             rec = records.setdefault(trial_id, TrialRecord(trial_id))
-            value = _as_dict(_decode_metric(data))
+            value = _as_dict(decode_metric(data))
             if kind == "FINAL":
                 rec.final = rec.final or value  # NNI keeps the first final result
             else:
@@ -181,7 +181,7 @@ def load_trials(folder: Union[str, os.PathLike]) -> List[TrialRecord]:
                     rec.parameters = json.loads(line).get("parameters", {})
         metrics_file = trial_dir / ".nni" / "metrics"
         for m in _read_metrics_file(metrics_file) if metrics_file.is_file() else []:
-            value = _as_dict(_decode_metric(m["value"]))
+            value = _as_dict(decode_metric(m["value"]))
             if m.get("type") == "FINAL":
                 rec.final = rec.final or value
             else:
