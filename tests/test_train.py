@@ -160,10 +160,26 @@ def test_evaluation_of_model_pt_matches_the_training_metric(trained_run, tmp_pat
 
 
 def test_distillation_from_a_teacher_checkpoint(trained_run, tmp_path):
+    """The teacher of a TrainConfig is loaded, frozen, and its logits enter the loss: the loss is the
+    plain loss plus kd_weight times the distillation term towards exactly those logits."""
     _, result = trained_run
     space = tiny_space()
+    torch.manual_seed(0)
     net = build_network(space, random_arch(space, 1))
-    cfg = TrainConfig(epochs=1, teacher=result["model_path"], kd_weight=1.0, kd_temperature=2.0, threads=1)
+    cfg = TrainConfig(epochs=1, teacher=result["model_path"], kd_weight=0.7, kd_temperature=2.0, threads=1)
+    x, y = torch.randn(2, 3, 32, 64), torch.randint(0, 11, (2, 32, 64))
+    plain = SegmentationModule(11)
+    student = SegmentationModule.from_config(11, cfg)
+    for module in (plain, student):
+        module.set_model(net)
+        module.setup("fit")
+    assert plain.teacher is None and student.teacher is not None
+    assert not any(p.requires_grad for p in student.teacher.parameters())
+    with torch.no_grad():
+        teacher_logits = load_model(result["model_path"])(x)
+        expected = plain.training_step((x, y), 0) + 0.7 * distillation_loss(net(x), teacher_logits, y, 2.0)
+        assert float(distillation_loss(net(x), teacher_logits, y, 2.0)) > 1e-3  # the teacher disagrees
+        assert float(student.training_step((x, y), 0)) == pytest.approx(float(expected), rel=1e-5)
     res = train_network(net, DataConfig(**DATA), cfg, str(tmp_path), progress=False)
     assert res["epochs"] == 1 and res["history"][0]["train_loss"] > 0
 
