@@ -17,7 +17,7 @@ from .common import ROOT, BenchmarkConfig, configs, search_dir
 def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Searches the tiny space on the built-in data (as the demo does): "the found network".
 
-    The Cityscapes space is not searched: its supernet is far beyond a shared 2-core CPU, and even
+    The Cityscapes space is not searched: its supernet is far beyond a CPU at this budget, and even
     its lightest architecture is several times the parameter goal (the latency section shows it).
     """
     run_cfg = configs(cfg, cfg.tiny_config)

@@ -26,9 +26,9 @@ from .seg.visual import save_preview
 from .space.arch import build_network, describe
 from .space.draw import draw_architecture
 
-# Sizes that keep the full demo within ~10 minutes on 2 CPU cores, and a --fast variant for tests. One
-# torch thread: with any other load on the machine, two threads spinning for busy cores ran many times
-# slower (seen on the shared development machines), and one thread costs little on a quiet laptop.
+# Sizes that keep the full demo within about ten minutes on two CPU cores, and a --fast variant for
+# tests. One torch thread: when anything else runs on the cores, threads that spin waiting for a busy
+# core cost far more than they bring, and on an idle laptop one thread costs little.
 DEMO_PRESETS: Dict[bool, List[str]] = {
     False: ["data.image_size=[32, 64]", "data.crop_size=[32, 64]", "data.num_train=800", "data.num_val=200",
             "data.batch_size=16", "data.val_batch_size=32",

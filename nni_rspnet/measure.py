@@ -60,8 +60,8 @@ def measure_latency(module: nn.Module, inputs: Union[torch.Tensor, Tuple[Any, ..
 
     Args:
         threads: CPU threads during the measurement (``None``: torch's current setting). One thread
-            is the default because on a shared machine several threads measured 100x slower and
-            erratic (spinning threads waiting for busy cores); GPU timings synchronise the device.
+            by default: with several, timings depend on what else runs on the cores (threads spin while
+            they wait for a busy core), which a lookup table must not. GPU timings synchronise the device.
     """
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     tensors = [a for a in args if torch.is_tensor(a)]

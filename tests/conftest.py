@@ -20,7 +20,7 @@ SPACE_YAMLS = sorted(os.path.join(ROOT, "search_spaces", f) for f in os.listdir(
 @pytest.fixture(autouse=True)
 def one_thread():
     """Every test runs torch on one thread (restored afterwards): the networks here are tiny, and on a
-    shared 2-core machine threads spinning for busy cores made tests many times slower."""
+    busy machine threads spinning for cores that other processes hold make tests many times slower."""
     import torch
 
     old = torch.get_num_threads()

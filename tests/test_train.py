@@ -33,15 +33,6 @@ def tiny_space(aux: bool = False) -> SpaceConfig:
     return SpaceConfig.from_yaml(TINY_YAML, TINY + [f"space.aux_heads={'true' if aux else 'false'}"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one torch thread per process is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- losses and schedule ---------------------------------------------------------------------------
 
 def test_loss_ignores_pixels_and_ohem_keeps_hard_ones():

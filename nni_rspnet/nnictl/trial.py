@@ -3,13 +3,13 @@
 NNI 2.10.1 runs only HPO experiments from YAML, so each trial of ``experiment_configs/*.yml`` runs one
 piece of our pipeline with the parameters its tuner drew:
 
-- ``cell`` / ``macro``: a one-shot ``TwoStageDarts`` search (``search.run_search``) whose settings the
+- ``cell`` / ``macro``: a one-shot ``TwoStageDarts`` search (``search.driver.run_search``) whose settings the
   tuner picks (``search.*``/``space.*`` keys: target latency, lambda, paths kept, architecture lr).
   A ``cell`` trial is judged on the cell stage: it reports the stage-1 epochs only (``cell.yml`` keeps
   the path stage to one epoch); a ``macro`` trial reports every search epoch;
 - ``arch``: the tuner samples the architecture itself (labels of ``search_spaces/*_arch.json``).
 
-Then the found network is retrained briefly, measured and exported. Settings are layered: dataclass
+Then the found network is retrained briefly, measured and exported. ``RunConfig.load`` layers the settings: dataclass
 defaults, the YAML the experiment names (``--config``, ``--set``), then ``nni.get_next_parameter()``.
 Every epoch reports ``{'default': val mIoU, ...}``; the final result is
 ``{'default': mIoU after retraining, 'params', 'macs', 'latency_ms'}``. ``NNI_OUTPUT_DIR`` (the trial

@@ -3,7 +3,7 @@
 ``run_search(space_cfg, search_cfg, data_cfg, out_dir)`` is what the CLI (``nni-rspnet search``), the
 nnictl trial and the demo call. It writes into ``out_dir``:
 
-* ``arch.json``: the found architecture, flat label -> choice (loads with ``arch.load_arch`` and
+* ``arch.json``: the found architecture, flat label -> choice (loads with ``space.arch.load_arch`` and
   NNI's ``fixed_arch``);
 * ``probs.json``: the probabilities of every candidate (cell: softmax of the stage-1 alphas; paths:
   mean validation attention of stage 2);

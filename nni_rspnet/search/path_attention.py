@@ -1,7 +1,7 @@
 """Path attention: the supermodule that searches the incoming paths of every macro-trellis node.
 
 During the macro search each ``PathChoice`` (an ``InputChoice`` of ``n_chosen=k`` among ``n``
-candidate paths, see ``choices.py``) is replaced, through the NNI one-shot mutation hook
+candidate paths, see ``space/choices.py``) is replaced, through the NNI one-shot mutation hook
 ``PathAttention.mutate``, by a module that fuses *all* candidate paths with the weights::
 
     a = softmax((beta + h(pooled inputs)) / tau)

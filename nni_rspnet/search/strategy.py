@@ -17,7 +17,7 @@ loaders and must be disjoint. ``RSPDartsModule`` fixes four defects of NNI 2.10.
 ``DartsLightningModule``: the architecture parameters leak into the weight optimiser (they get trained
 on the training split), ``arc_learning_rate`` is ignored, (Gumbel-)DARTS temperature annealing never
 reaches the modules, and no validation runs during the search. It adds warm-up epochs, temperature
-annealing, gradient clipping, an optional resource penalty (``cost.ResourcePenalty``) and a validation
+annealing, gradient clipping, an optional resource penalty (``penalty.ResourcePenalty``) and a validation
 loop whose metrics (``val_miou`` from the evaluator) are logged every epoch.
 
 References: DARTS (Liu et al., 2019); FasterSeg (Chen et al., 2020) for the resource-aware loss;
@@ -70,7 +70,7 @@ class RSPDartsModule(DartsLightningModule):
         epoch_offset: epochs of this stage already done (when resuming a killed search).
         frozen: label -> value of choices held fixed (exported as such).
         all_on: label prefixes of input choices held at the uniform average of their inputs (not exported).
-        penalty: a ``cost.ResourcePenalty`` added to the architecture loss, or ``None``.
+        penalty: a ``penalty.ResourcePenalty`` added to the architecture loss, or ``None``.
         restore: state from ``state_for_checkpoint()`` to put back when training starts (resume).
 
     The architecture optimiser, clipping and temperatures have no defaults here: ``TwoStageDarts``
@@ -288,7 +288,7 @@ class TwoStageDarts(BaseStrategy):
         arc_weight_decay: its weight decay.
         gradient_clip_val: gradient-norm clipping of the weight step (``None``: off).
         tau_init, tau_min: softmax temperature schedule of each stage (geometric annealing).
-        penalty: a ``cost.ResourcePenalty`` (expected cost vs. a target) or ``None``.
+        penalty: a ``penalty.ResourcePenalty`` (expected cost vs. a target) or ``None``.
         cell_prefix, macro_prefix: label prefixes that tell the two stages apart.
         epoch_hook: called with a dict (stage, epoch, metrics, ...) after every epoch of either stage;
             the driver checkpoints there and an nnictl trial reports intermediate results.

@@ -61,8 +61,8 @@ class TrainConfig:
         seed: seed of the run.
         grad_clip: gradient norm clipping (0 = off).
         log_every_n_steps: Lightning's logging interval.
-        threads: torch CPU threads per process (0 = torch's default); on a shared or small machine 1
-            is often several times faster than oversubscribed cores.
+        threads: torch CPU threads per process (0 = torch's default); 1 avoids oversubscribing cores
+            that other processes (or other DDP processes) use.
     """
 
     epochs: int = 10
@@ -402,7 +402,7 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
     architecture, class names and normalisation, so evaluation and export need nothing else.
 
     Args:
-        net: the network (e.g. from ``arch.build_network``).
+        net: the network (e.g. from ``space.arch.build_network``).
         data_cfg: the data; its classes must be those the network predicts (``space["num_classes"]``,
             else ``net.config.num_classes`` when the network has a config).
         train_cfg: a ``TrainConfig``.

@@ -30,7 +30,7 @@ class Cell(nn.Module):
 
     Args:
         channels: width of the input, of every node and of the output.
-        ops: candidate op names (keys of ``nni_rspnet.ops.OPS``).
+        ops: candidate op names (keys of ``nni_rspnet.space.ops.OPS``).
         num_nodes: number of intermediate nodes ``B``.
         label: label prefix shared by every cell of a network (one genotype).
         norm_layer / act_layer: injected into every op.

@@ -3,7 +3,7 @@
 ``RSPNetSpace(config)`` is the NNI model space (``@model_wrapper``): a trellis of RSP blocks whose
 cells share one genotype (labels ``cell/...``) and whose nodes choose their incoming paths (labels
 ``macro/...``). Under ``nni.retiarii.fixed_arch(arch)`` the same code builds the final network with no
-choice modules left; ``build_network`` (in ``arch.py``) does that on the plain ``RSPNet`` class.
+choice modules left; ``build_network`` (in ``space/arch.py``) does that on the plain ``RSPNet`` class.
 
 Reference: "NAS-based Recursive Stage Partial Network for Light-Weight Semantic Segmentation" (RSPNet).
 """
@@ -38,7 +38,7 @@ class SpaceConfig:
         paths_per_node: ``k``, incoming paths each node keeps.
         skip_paths: also offer paths from layer ``l - 2`` at the same resolution.
         cell_nodes: nodes ``B`` of the cell.
-        ops: candidate ops of the cell (names in ``nni_rspnet.ops.OPS``).
+        ops: candidate ops of the cell (names in ``nni_rspnet.space.ops.OPS``).
         rsp_depth: recursion depth of the RSP block; 0 is the plain full-width cell.
         head_channels: width of the segmentation head.
         aux_heads: auxiliary heads on the coarser last-layer rows (used in training only).
