@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, ClassVar, Dict, Iterable, Mapping, Optional, Tuple, Type, TypeVar
 
 import yaml
 
@@ -22,6 +22,7 @@ from .errors import ConfigError
 from .fileio import read_yaml
 
 T = TypeVar("T")
+S = TypeVar("S", bound="Section")
 SECTIONS = ("space", "search", "train", "data")
 DEFAULT_CONFIG = "search_spaces/tiny.yaml"  # what --config and the Python entry points read by default
 
@@ -83,6 +84,35 @@ def from_mapping(cls: Type[T], data: Mapping[str, Any], where: str) -> T:
         return cls(**kwargs)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+class Section:
+    """Base of the section dataclasses (``SpaceConfig``, ``SearchConfig``, ``TrainConfig``, ``DataConfig``).
+
+    A section is valid by construction (``__post_init__`` runs ``validate``, which raises a
+    ``ValueError`` naming the first bad value), so whoever receives one need not check it again. It
+    reads itself from one section of a config file or from a mapping, and writes itself as a dict.
+    """
+
+    SECTION: ClassVar[str] = ""  # its name in a config file
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first bad value (the subclasses say what is bad)."""
+
+    @classmethod
+    def from_yaml(cls: Type[S], path: str | os.PathLike, overrides: Optional[Iterable[str]] = None) -> S:
+        """Loads this section of a config file; ``overrides`` are ``SECTION.KEY=VALUE`` strings."""
+        return load_section(cls, path, cls.SECTION, overrides)
+
+    @classmethod
+    def from_dict(cls: Type[S], data: Mapping[str, Any], where: Optional[str] = None) -> S:
+        return from_mapping(cls, data, where or f"{cls.SECTION} config")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 # --- SECTION.KEY -------------------------------------------------------------------------------------

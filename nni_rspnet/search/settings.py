@@ -7,14 +7,14 @@ table, batches, threads, seed). Modules below the strategy take every value as a
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, List, Mapping, Optional, Union
+from dataclasses import dataclass
+from typing import ClassVar, List, Optional
 
-from ..schema import from_mapping, load_section
+from ..schema import Section
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(Section):
     """The search, as in the ``search`` section of ``search_spaces/*.yaml``.
 
     Attributes:
@@ -42,6 +42,8 @@ class SearchConfig:
         seed: seed of weights, architecture parameters and data order.
     """
 
+    SECTION: ClassVar[str] = "search"
+
     warmup_epochs: int = 1
     stage1_epochs: int = 3
     stage2_epochs: int = 3
@@ -66,9 +68,6 @@ class SearchConfig:
     arch_fraction: float = 0.5
     threads: int = 0
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.validate()  # valid by construction: whoever receives one need not check it again
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
@@ -106,15 +105,3 @@ class SearchConfig:
         if self.target_params is not None:
             return "params", float(self.target_params)
         return None
-
-    @classmethod
-    def from_yaml(cls, path: Union[str, os.PathLike], overrides: Optional[Iterable[str]] = None) -> "SearchConfig":
-        """Loads the ``search`` section of a config file; ``overrides`` are ``search.KEY=VALUE`` strings."""
-        return load_section(cls, path, "search", overrides)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "search config") -> "SearchConfig":
-        return from_mapping(cls, data, where)
-
-    def to_dict(self) -> dict:
-        return asdict(self)

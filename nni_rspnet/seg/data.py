@@ -8,13 +8,14 @@ point (search, train, trial, demo) refuses a dataset whose classes the head does
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError
+from ..schema import Section
 
 from .builtin import BuiltinDigits
 from .datasets import CityscapesDataset, FolderDataset, SegDataset, VOCDataset
@@ -23,7 +24,7 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     """Data and augmentation, as in the ``data`` section of ``search_spaces/*.yaml``.
 
     Attributes:
@@ -47,6 +48,8 @@ class DataConfig:
             at start rather than mid-epoch.
     """
 
+    SECTION: ClassVar[str] = "data"
+
     dataset: str = "builtin"
     train_split: str = "train"
     val_split: str = "val"
@@ -67,9 +70,6 @@ class DataConfig:
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
     verify: bool = False
-
-    def __post_init__(self) -> None:
-        self.validate()  # valid by construction: whoever receives one need not check it again
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
@@ -92,8 +92,6 @@ class DataConfig:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std must each give 3 values (std > 0), got {self.mean}, {self.std}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def transform_args(self, train: bool) -> Dict[str, Any]:
         """Plain-value arguments of ``build_transform`` for the train or val split."""

@@ -12,8 +12,8 @@ import io
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List, Optional
 
 import nni
 import pytorch_lightning as pl
@@ -28,6 +28,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..fileio import atomic_write_text, save_figure, save_torch, write_json
+from ..schema import Section
 from .data import DataConfig, Datasets, build_loaders, datasets_for
 from .deploy import load_model, save_model
 from .metrics import IGNORE_INDEX, SegMetric
@@ -36,7 +37,7 @@ OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """Training of a fixed network, as in the ``train`` section of ``search_spaces/*.yaml``.
 
     Attributes:
@@ -65,6 +66,8 @@ class TrainConfig:
             that other processes (or other DDP processes) use.
     """
 
+    SECTION: ClassVar[str] = "train"
+
     epochs: int = 10
     optimizer: str = "sgd"
     lr: float = 0.05
@@ -87,9 +90,6 @@ class TrainConfig:
     grad_clip: float = 0.0
     log_every_n_steps: int = 10
     threads: int = 0
-
-    def __post_init__(self) -> None:
-        self.validate()  # valid by construction: whoever receives one need not check it again
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
@@ -117,8 +117,6 @@ class TrainConfig:
         if self.teacher is not None and not os.path.isfile(self.teacher):
             raise ValueError(f"teacher: checkpoint {self.teacher!r} not found")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 _TRAIN = TrainConfig()  # the one source of the training defaults (SegmentationModule's included)

@@ -9,22 +9,21 @@ Reference: "NAS-based Recursive Stage Partial Network for Light-Weight Semantic 
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Mapping, Optional, Union
+from typing import Any, ClassVar, List, Mapping, Union
 
 from nni.retiarii import model_wrapper
 
 from ..errors import ConfigError
 
-from ..schema import from_mapping, load_section
+from ..schema import Section
 from .macro import RESOLUTIONS, Trellis
 from .ops import OPS
 
 
 @dataclass
-class SpaceConfig:
+class SpaceConfig(Section):
     """The search space, as in ``search_spaces/*.yaml`` (section ``space``).
 
     Attributes:
@@ -44,6 +43,8 @@ class SpaceConfig:
         aux_heads: auxiliary heads on the coarser last-layer rows (used in training only).
     """
 
+    SECTION: ClassVar[str] = "space"
+
     name: str = "custom"
     num_classes: int = 11
     in_channels: int = 3
@@ -58,9 +59,6 @@ class SpaceConfig:
     rsp_depth: int = 2
     head_channels: int = 32
     aux_heads: bool = False
-
-    def __post_init__(self) -> None:
-        self.validate()  # valid by construction: whoever receives one need not check it again
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
@@ -91,18 +89,6 @@ class SpaceConfig:
                 raise ValueError(f"ops: unknown op {op!r}; expected some of {sorted(OPS)}")
         if len(set(self.ops)) != len(self.ops):
             raise ValueError(f"ops: duplicate names in {self.ops}")
-
-    @classmethod
-    def from_yaml(cls, path: Union[str, os.PathLike], overrides: Optional[Iterable[str]] = None) -> "SpaceConfig":
-        """Loads the ``space`` section of a config file; ``overrides`` are ``space.KEY=VALUE`` strings."""
-        return load_section(cls, path, "space", overrides)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "space config") -> "SpaceConfig":
-        return from_mapping(cls, data, where)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def as_space_config(config: Union[SpaceConfig, Mapping[str, Any], str, os.PathLike]) -> SpaceConfig:
