@@ -160,6 +160,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .seg.data import build_datasets
+    from .seg.metrics import IGNORE_INDEX
     from .seg.visual import save_preview
 
     cfg = _run_config(args).data
@@ -173,7 +174,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     print(f"pixel share in the first {min(len(ds), 64)} {args.split} images:")
     for c, name in enumerate(classes):
         print(f"  {c:3d} {name:<16} {100 * counts[c] / total:6.2f} %")
-    print(f"  255 {'(ignore)':<16} {100 * counts[255] / total:6.2f} %")
+    print(f"  {IGNORE_INDEX} {'(ignore)':<16} {100 * counts[IGNORE_INDEX] / total:6.2f} %")
     if args.preview:
         save_preview(ds, args.preview, args.count, cfg.mean, cfg.std, cfg.dataset)
         print(f"preview written to {args.preview}")

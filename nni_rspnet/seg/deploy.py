@@ -23,6 +23,7 @@ from ..errors import DataError, ModelFileError
 from ..fileio import atomic_path, save_torch
 from ..space.arch import build_network
 from .datasets import IMAGE_EXTENSIONS, read_image
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
 from .visual import colourise, palette
 
 FORMAT = "nni-rspnet-model/1"
@@ -178,8 +179,8 @@ class Predictor:
             raise ModelFileError(f"{model_path}: model file not found")
         self.path, self.device = model_path, device
         self.meta = model_meta(model_path)
-        self.mean = self.meta.get("mean", [0.485, 0.456, 0.406])
-        self.std = self.meta.get("std", [0.229, 0.224, 0.225])
+        self.mean = self.meta.get("mean", IMAGENET_MEAN)
+        self.std = self.meta.get("std", IMAGENET_STD)
         self.session = None
         self.input_hw: Optional[Tuple[int, int]] = None
         if model_path.endswith(".onnx"):

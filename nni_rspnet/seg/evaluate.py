@@ -17,6 +17,7 @@ from tqdm import tqdm
 from ..fileio import atomic_path, atomic_write_text, write_json
 from .data import pad_collate
 from .metrics import IGNORE_INDEX, SegMetric
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
 from .visual import colourise, denormalise, palette
 
 MODES = ("whole", "slide")
@@ -82,7 +83,7 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
                      mode: str = "whole", window: Optional[Sequence[int]] = None,
                      stride: Optional[Sequence[int]] = None, flip: bool = False, device: str = "cpu",
                      save_images: int = 8, dataset_spec: str = "builtin", batch_size: int = 1,
-                     mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                      progress: bool = True) -> Dict[str, Any]:
     """mIoU and per-class IoU of ``net`` on ``dataset``; with ``out_dir`` writes ``iou.md``,
     ``iou.json`` and ``predictions/NNNN.png`` (image | ground truth | prediction, coloured).
