@@ -12,5 +12,7 @@ Each section is a module with ``run(cfg, log) -> dict`` that measures and return
 settings and the results file (``<out>/results.json``, merged section by section); ``render.py`` is the
 one place that turns the stored data into Markdown. ``search_cost.py`` and ``train_builtin.py`` also
 run alone (``python -m benchmarks.search_cost``, ``python benchmarks/train_builtin.py``).
+``shapes.py`` writes a second synthetic data set, unlike the built-in digits, in the ``folder:`` layout
+(``python -m benchmarks.shapes --out DIR``), so a claim can be checked on more than one data set.
 """
 import nni_rspnet  # noqa: F401  (first: makes torchvision importable on CPU torch)
