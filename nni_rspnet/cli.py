@@ -19,6 +19,7 @@ import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .errors import ConfigError, UserError
+from .runtime import set_threads
 from .schema import DEFAULT_CONFIG
 
 # Short flags that stand for one setting: option name -> (SECTION.KEY, metavar or None for a switch, help).
@@ -29,7 +30,9 @@ ALIASES: Dict[str, Tuple[str, Optional[str], str]] = {
 
 
 def _add_config_args(p: argparse.ArgumentParser, *aliases: str) -> None:
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (sections space/search/train/data)")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="YAML config (sections space/search/train/data): a file, or the name of a shipped one "
+                        "(tiny, cityscapes; see 'nni-rspnet configs'); default %(default)s")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set space.layers=3 (repeatable)")
     for name in aliases:
@@ -59,12 +62,15 @@ def _run_config(args: argparse.Namespace):
     return RunConfig.load(args.config, _overrides(args))
 
 
-def _set_threads(threads: int) -> None:
-    """``--threads N``: torch CPU threads for this command (0 keeps torch's default)."""
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
+def _threads(text: str) -> int:
+    """``--threads N``: a count >= 0 (0: torch's default, one thread per core)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 # --- space -----------------------------------------------------------------------------------------
@@ -222,7 +228,6 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder for iou.md, iou.json and predictions (default: beside model)")
     p.add_argument("--save-images", type=int, default=8, help="coloured predictions to write")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -232,7 +237,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .seg.deploy import load_checkpoint, load_model
     from .seg.evaluate import evaluate_network, iou_table_markdown
 
-    _set_threads(args.threads)
     data_cfg = _run_config(args).data
     meta = load_checkpoint(args.checkpoint).get("meta") or {}
     net = load_model(args.checkpoint, args.device)
@@ -291,13 +295,11 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for the masks (palette PNGs of class indices)")
     p.add_argument("--overlay", action="store_true", help="also write the masks blended over the images")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .seg.deploy import predict_folder
 
-    _set_threads(args.threads)
     written = predict_folder(args.model, args.input, args.out, args.device, args.overlay)
     print(f"{len(written)} masks written to {args.out}")
     return 0
@@ -346,7 +348,9 @@ def _args_latency_table(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"),
                    help="image size the network will run at")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per candidate (median kept)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads while timing (0: torch's default)")
+    p.add_argument("--timing-threads", type=_threads, default=1, metavar="N",
+                   help="CPU threads while timing (default 1, as the search's latency targets assume; "
+                        "0: the process' setting)")
     p.add_argument("--out", required=True, help="JSON cost table to write (use it with search --lut)")
 
 
@@ -357,7 +361,7 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
         raise ConfigError(f"--input-size must be positive and --repeats >= 1, got {args.input_size}, {args.repeats}")
     space = _run_config(args).space
     table = build_cost_table(space, args.input_size, args.device, latency=True, repeats=args.repeats,
-                             threads=args.threads or None)
+                             threads=args.timing_threads or None)
     table.save(args.out)
     lo = {m: table.derived(table.extreme_arch("latency_ms", min), m) for m in ("params", "latency_ms")}
     hi = {m: table.derived(table.extreme_arch("latency_ms", max), m) for m in ("params", "latency_ms")}
@@ -390,6 +394,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- configs -------------------------------------------------------------------------------------
+
+def _args_configs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--path", metavar="NAME", default=None,
+                   help="print only the path of the shipped file NAME (e.g. nnictl create --config "
+                        "\"$(nni-rspnet configs --path macro)\")")
+
+
+def _cmd_configs(args: argparse.Namespace) -> int:
+    from .resources import KINDS, all_shipped, shipped
+
+    if args.path is not None:
+        found = [item for item in all_shipped() if args.path in (item.name, item.path.name)]
+        if len(found) != 1:
+            names = ", ".join(sorted(item.path.name for item in all_shipped()))
+            why = "not a shipped file" if not found else "ambiguous; add the extension"
+            raise ConfigError(f"--path {args.path}: {why} (shipped: {names})")
+        print(found[0].path)
+        return 0
+    usage = {"config": "--config NAME", "tuner": "searchSpaceFile of the experiments",
+             "arch": "--arch PATH", "experiment": 'nnictl create --config "$(nni-rspnet configs --path NAME)"'}
+    for kind, (_, _, what) in KINDS.items():
+        items = shipped(kind)
+        if not items:
+            continue
+        print(f"{what} ({usage[kind]}), in {items[0].path.parent}:")
+        width = max(len(item.name) for item in items)
+        for item in items:
+            print(f"  {item.name:<{width}}  {item.description}")
+    return 0
+
+
 # --- registry --------------------------------------------------------------------------------------
 
 COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -403,6 +439,8 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "export-search-space": ("write the NNI tuner search space (JSON) of a model space, for arch_hpo.yml",
                             _args_export_search_space, _cmd_export_search_space),
     "report": ("table, Pareto front and best architecture of an nnictl experiment", _args_report, _cmd_report),
+    "configs": ("list the configs, tuner search spaces and experiment configs shipped with the package",
+                _args_configs, _cmd_configs),
     "data": ("show a dataset (classes, sizes, pixel shares) and write a preview grid", _args_data, _cmd_data),
     "train": ("train a fixed architecture: checkpoints every epoch, --resume, DDP on CPU", _args_train, _cmd_train),
     "evaluate": ("mIoU and per-class IoU of a model.pt (whole/sliding window, flip)", _args_evaluate, _cmd_evaluate),
@@ -417,7 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "networks (RSPNet) with NNI: search, train, evaluate, export.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_args, _) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.add_argument("--threads", type=_threads, default=0, metavar="N",
+                       help="torch CPU threads for this command (default 0: torch's default, one per core)")
     return parser
 
 
@@ -426,6 +467,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Lightning's per-fit banner ("GPU available: False ...") repeats for every stage; keep warnings.
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     try:
+        set_threads(args.threads)
         return COMMANDS[args.command][2](args) or 0
     except UserError as err:  # a mistake in the user's own config, data or files: one line, status 2
         print(f"nni-rspnet {args.command}: error: {err}", file=sys.stderr)

@@ -27,14 +27,13 @@ from .space.arch import build_network, describe
 from .space.draw import draw_architecture
 
 # Sizes that keep the full demo within about ten minutes on two CPU cores, and a --fast variant for
-# tests. One torch thread: when anything else runs on the cores, threads that spin waiting for a busy
-# core cost far more than they bring, and on an idle laptop one thread costs little.
+# tests. Torch's threads are the process' (one per core unless --threads says otherwise).
 DEMO_PRESETS: Dict[bool, List[str]] = {
     False: ["data.image_size=[32, 64]", "data.crop_size=[32, 64]", "data.num_train=800", "data.num_val=200",
             "data.batch_size=16", "data.val_batch_size=32",
             "search.warmup_epochs=1", "search.stage1_epochs=2", "search.stage2_epochs=2", "search.limit_batches=10",
             "train.epochs=15", "train.warmup_epochs=1", "train.optimizer=adamw", "train.lr=0.003",
-            "train.weight_decay=0.0001", "search.threads=1", "train.threads=1"],
+            "train.weight_decay=0.0001"],
     True: ["space.layers=2", "space.channels=[8, 16, 16]", "space.resolutions=[4, 8, 16]", "space.cell_nodes=2",
            "space.ops=[skip_connect, sep_conv_3x3, zoomed_conv]", "space.stem_channels=8", "space.head_channels=8",
            "data.num_train=48", "data.num_val=16", "data.image_size=[32, 64]", "data.crop_size=[32, 64]",

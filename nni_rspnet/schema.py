@@ -20,11 +20,12 @@ import yaml
 
 from .errors import ConfigError
 from .fileio import read_yaml
+from .resources import resolve
 
 T = TypeVar("T")
 S = TypeVar("S", bound="Section")
 SECTIONS = ("space", "search", "train", "data")
-DEFAULT_CONFIG = "search_spaces/tiny.yaml"  # what --config and the Python entry points read by default
+DEFAULT_CONFIG = "tiny"  # what --config and the Python entry points read by default: a shipped config
 
 
 def check_type(value: Any, tp: Any, where: str) -> Any:
@@ -148,8 +149,9 @@ def parse_overrides(items: Optional[Iterable[str]]) -> Dict[str, Dict[str, Any]]
 
 def read_sections(path: str | os.PathLike, overrides: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
     """Reads a config file into ``{section: mapping}`` (every section, empty where the file has none)
-    and applies ``SECTION.KEY=VALUE`` overrides."""
-    path = os.fspath(path)
+    and applies ``SECTION.KEY=VALUE`` overrides. ``path`` is a file or the name of a shipped config
+    (``tiny``; see ``resources.resolve``)."""
+    path = resolve(path, "config")
     data = read_yaml(path, "config file", expected=f"a mapping of sections {list(SECTIONS)}")
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:

@@ -68,7 +68,7 @@ def test_prepare_config_resolves_paths_and_overrides(tmp_path):
                                  trial_args=["--set", "space.ops=[a, b]"],
                                  overrides={"maxTrialNumber": 2, "assessor": None})
     assert yaml.safe_load((tmp_path / "copy.yml").read_text()) == data
-    assert data["trialCodeDirectory"] == str(ROOT)
+    assert data["trialCodeDirectory"] == str(ROOT / "experiment_configs")
     assert data["searchSpaceFile"] == str(ROOT / "search_spaces" / "tiny_arch.json")
     assert data["experimentWorkingDirectory"] == str(tmp_path / "work")
     assert data["trialCommand"].startswith("/opt/py/bin/python -m nni_rspnet.nnictl.trial --stage arch")

@@ -32,6 +32,7 @@ import yaml
 
 from ..errors import ConfigError, NniError
 from ..fileio import atomic_write_text, read_yaml
+from ..resources import resolve
 from .report import decode_metric
 
 # Statuses after which an experiment schedules no more work.
@@ -78,7 +79,7 @@ def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike]
     resolved against the original file's folder, as nnictl does, so the copy may live anywhere.
 
     Args:
-        config: the experiment YAML (``experiment_configs/*.yml``).
+        config: the experiment YAML: a file, or the name of a shipped one (``macro``, ``cell``, ``arch_hpo``).
         out: where to write the copy.
         working_dir: ``experimentWorkingDirectory`` (where NNI keeps the experiment and its trials).
         python: interpreter that replaces a leading ``python``/``python3`` of ``trialCommand``.
@@ -89,7 +90,7 @@ def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike]
     Returns:
         The written configuration.
     """
-    config = Path(config)
+    config = Path(resolve(config, "experiment"))
     expected = "an nnictl experiment config with a 'trialCommand'"
     data = read_yaml(config, "experiment config", expected=expected)
     if "trialCommand" not in data:

@@ -1,4 +1,4 @@
-"""The nnictl trial: ``python -m nni_rspnet.nnictl.trial --stage {cell,macro,arch} --config search_spaces/tiny.yaml``.
+"""The nnictl trial: ``python -m nni_rspnet.nnictl.trial --stage {cell,macro,arch} --config tiny``.
 
 NNI 2.10.1 runs only HPO experiments from YAML, so each trial of ``experiment_configs/*.yml`` runs one
 piece of our pipeline with the parameters its tuner drew:
@@ -8,6 +8,8 @@ piece of our pipeline with the parameters its tuner drew:
   A ``cell`` trial is judged on the cell stage: it reports the stage-1 epochs only (``cell.yml`` keeps
   the path stage to one epoch); a ``macro`` trial reports every search epoch;
 - ``arch``: the tuner samples the architecture itself (labels of ``search_spaces/*_arch.json``).
+
+``--config`` is a file or the name of a shipped config, so the trial runs from any folder.
 
 Then the found network is retrained briefly, measured and exported. ``RunConfig.load`` layers the settings: dataclass
 defaults, the YAML the experiment names (``--config``, ``--set``), then ``nni.get_next_parameter()``.
@@ -36,6 +38,7 @@ from ..config import RunConfig
 from ..errors import ConfigError, UserError
 from ..fileio import write_json
 from ..measure import measure_cost
+from ..runtime import set_threads
 from ..schema import DEFAULT_CONFIG
 from ..search.driver import run_search
 from ..seg.data import Datasets, build_datasets
@@ -201,12 +204,15 @@ def _run_retiarii_entry(argv: Sequence[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nni_rspnet.nnictl.trial", description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=STAGES, required=True, help="what the trial runs")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML with space/search/train/data")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help="YAML with space/search/train/data: a file or a shipped name (default %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value before the tuner's parameters (repeatable)")
     parser.add_argument("--out", default=None, help="output folder (default: $NNI_OUTPUT_DIR, else runs/trial-STAGE)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random architecture of a standalone arch trial")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="torch CPU threads (default 0: torch's default, one per core)")
     return parser
 
 
@@ -214,7 +220,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:2] == ["-m", RETIARII_ENTRY]:  # a Retiarii multi-trial worker, see retiarii_trial_command_params
         return _run_retiarii_entry(argv[2:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error(f"argument --threads: expected a whole number >= 0, got {args.threads}")
+    set_threads(args.threads)
     sample = nni.get_next_parameter()  # falsy when run outside NNI
     try:
         final = run_trial(args.stage, args.config, args.overrides, sample or None, args.out, args.device, args.seed,

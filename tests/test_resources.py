@@ -1,0 +1,98 @@
+"""The shipped files (package data), configs by name or path from any folder, and ``--threads``."""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nni_rspnet.cli import main
+from nni_rspnet.config import RunConfig
+from nni_rspnet.errors import ConfigError
+from nni_rspnet.resources import all_shipped, resolve, shipped
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_top_level_file_ships(monkeypatch, tmp_path):
+    """Each file of search_spaces/ and experiment_configs/ is package data, found by name from any folder."""
+    monkeypatch.chdir(tmp_path)
+    names = {item.path.name for item in all_shipped()}
+    on_disk = {p.name for folder in ("search_spaces", "experiment_configs") for p in (ROOT / folder).iterdir()
+               if p.suffix in (".yaml", ".yml", ".json")}
+    assert on_disk and names == on_disk
+    assert {item.name for item in shipped("config")} >= {"tiny", "cityscapes"}
+    assert {item.name for item in shipped("experiment")} == {"macro", "cell", "arch_hpo"}
+
+
+def test_the_wheel_lists_every_package():
+    """pyproject.toml lists the packages by hand (two of them are the mapped data folders): none may be missed."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    code = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "nni_rspnet").rglob("__init__.py")}
+    assert set(setuptools["packages"]) == code | {"nni_rspnet.search_spaces", "nni_rspnet.experiment_configs"}
+    assert setuptools["package-dir"] == {"nni_rspnet.search_spaces": "search_spaces",
+                                         "nni_rspnet.experiment_configs": "experiment_configs"}
+
+
+def test_resolve_takes_a_path_first_then_a_shipped_name(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    tiny = resolve("tiny")
+    assert Path(tiny).name == "tiny.yaml" and Path(tiny).is_file()
+    assert resolve("tiny.yaml") == tiny
+    (tmp_path / "tiny.yaml").write_text("space: {layers: 2}\n")
+    assert resolve("tiny.yaml") == "tiny.yaml"  # a file that exists wins over the shipped one
+    assert resolve("tiny") == tiny  # ... a bare name without such a file is the shipped one
+    assert Path(resolve("macro", "experiment")).name == "macro.yml"
+    with pytest.raises(ConfigError, match=r"^tinny: config file not found .*shipped: cityscapes, tiny"):
+        resolve("tinny")
+    with pytest.raises(ConfigError, match=r"^search_spaces/tiny.yaml: config file not found"):
+        resolve("search_spaces/tiny.yaml")  # a path is a path: not looked up among the shipped names
+
+
+def test_run_config_by_name_from_an_empty_folder(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    run = RunConfig.load("tiny", ["space.layers=2"])
+    assert run.space.name == "tiny" and run.space.layers == 2
+    assert RunConfig.load().space.name == "tiny"  # the default config is the shipped one
+
+
+def test_shipped_experiments_point_at_shipped_search_spaces():
+    """searchSpaceFile is relative to the experiment file: the sibling data folder holds it, installed or not."""
+    for item in shipped("experiment"):
+        data = yaml.safe_load(item.path.read_text())
+        target = (item.path.parent / data["searchSpaceFile"]).resolve()
+        assert target.is_file() and target.parent.name == "search_spaces", item.name
+        assert "--config tiny" in data["trialCommand"] and data["trialCodeDirectory"] == "."
+
+
+def test_configs_command_lists_and_prints_paths(capsys):
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    for name in ("tiny", "cityscapes", "macro_hparams", "arch_hpo"):
+        assert f"  {name} " in out
+    assert "A tiny space for tests and the demo" in out
+    assert main(["configs", "--path", "macro"]) == 0
+    path = capsys.readouterr().out.strip()
+    assert os.path.isabs(path) and path.endswith("macro.yml") and os.path.isfile(path)
+    assert main(["configs", "--path", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--path nope: not a shipped file" in err[0] and "tiny.yaml" in err[0]
+
+
+def test_threads_option_sets_torch_threads(capsys, tmp_path):
+    import torch
+
+    config = tmp_path / "s.yaml"
+    config.write_text("space:\n  resolutions: [4, 8]\n  channels: [8, 16]\n  layers: 2\n  cell_nodes: 2\n"
+                      "  ops: [skip_connect, conv_3x3]\n  rsp_depth: 1\n  head_channels: 8\n")
+    assert main(["space", "--config", str(config), "--samples", "0", "--threads", "3"]) == 0
+    assert torch.get_num_threads() == 3  # the conftest fixture restores the test's one thread
+    torch.set_num_threads(1)
+    assert main(["space", "--config", str(config), "--samples", "0"]) == 0
+    assert torch.get_num_threads() == 1  # 0 (the default) leaves torch's setting alone
+    with pytest.raises(SystemExit) as exit_info:
+        main(["space", "--threads", "-1"])
+    assert exit_info.value.code == 2
+    assert "--threads: expected a whole number >= 0, got '-1'" in capsys.readouterr().err
