@@ -90,7 +90,7 @@ def _search(stage: str, cfg: RunConfig, datasets: Datasets, out_dir: Path,
                                         "phase": f"search{record['stage']}", "epoch": int(record["global_epoch"])})
 
     result = run_search(cfg.space, cfg.search, cfg.data, out_dir / "search", device=device, epoch_callback=on_epoch,
-                        datasets=datasets)
+                        progress_bar=True, datasets=datasets)  # lines in the trial's log, never bars
     return dict(result.arch), dict(result.probs)
 
 
@@ -146,7 +146,7 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     finals: List[Any] = []
     with relay_reports("retrain", finals):
         trained = train_network(net, data_cfg, train_cfg, os.fspath(out / "train"), device=device,
-                                space=space_cfg.to_dict(), arch=arch, progress=False, datasets=datasets)
+                                space=space_cfg.to_dict(), arch=arch, progress=True, datasets=datasets)
     miou = trained["val_miou"]
     if miou is None:
         raise RuntimeError(f"{out / 'train'}: retraining ran no validation epoch (train.epochs = {train_cfg.epochs})")

@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from ..fileio import save_torch, write_json
 from ..measure import measure_cost
 from ..seg.data import DataConfig, Datasets, build_loaders, datasets_for
+from ..seg.progress import trainer_callbacks
 from ..seg.train import SegmentationModule
 from ..space.arch import build_network, save_arch, validate
 from ..space.model import RSPNetSpace, SpaceConfig
@@ -101,7 +102,7 @@ def run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: DataC
         resume: continue from ``out_dir/checkpoint.pt`` when it exists (finished stages are skipped).
         epoch_callback: called after every epoch with a dict: ``stage``, ``epoch`` (within the stage),
             ``epochs``, ``global_epoch``, ``searching`` and ``metrics`` (``val_miou``, ``tau``, ...).
-        progress_bar: show Lightning's progress bar.
+        progress_bar: show progress within epochs (a bar on a terminal, a line now and then in a log).
         datasets: the datasets of ``data_cfg`` when the caller has built them already (checked
             against ``space_cfg.num_classes``); built here otherwise.
 
@@ -185,6 +186,7 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
     limit = search_cfg.limit_batches or None
     trainer = Trainer(max_epochs=1, accelerator="gpu" if str(device).startswith("cuda") else "cpu", devices=1,
                       logger=False, enable_checkpointing=False, enable_progress_bar=progress_bar,
+                      callbacks=trainer_callbacks(progress_bar, epoch_lines=False),  # epochs: epoch_callback
                       enable_model_summary=False, limit_train_batches=limit, limit_val_batches=limit,
                       default_root_dir=out)
     module = SegmentationModule(space_cfg.num_classes, lr=search_cfg.lr, momentum=search_cfg.momentum,

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 from ..errors import DataError, ModelFileError
 from ..fileio import atomic_path, save_torch
 from ..space.arch import build_network
 from .datasets import IMAGE_EXTENSIONS, read_image
+from .progress import iterate
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 from .visual import colourise, palette
 
@@ -244,7 +244,7 @@ def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cp
     colours = palette(len(predictor.meta.get("classes", [])) or 256, predictor.meta.get("dataset", "builtin"))
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for name in tqdm(names, desc="predict", unit="img", disable=len(names) < 5):
+    for name in iterate(names, "predict", enabled=len(names) >= 5, unit="images"):
         image = read_image(os.path.join(in_dir, name))
         mask = predictor.predict(image)
         out = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..fileio import atomic_path, atomic_write_text, write_json
 from .data import pad_collate
 from .metrics import IGNORE_INDEX, SegMetric
+from .progress import iterate
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 from .visual import colourise, denormalise, palette
 
@@ -99,7 +99,7 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
         dataset_spec: the dataset spec, to choose the palette (Cityscapes colours for Cityscapes).
         batch_size: images per forward pass (padded with the ignore index when sizes differ).
         mean, std: normalisation, to show the images.
-        progress: show a tqdm bar.
+        progress: show progress (a bar on a terminal, a line in a log).
 
     Returns:
         ``{"miou", "pixel_accuracy", "per_class": {name: IoU or None}, "images", "mode", "flip"}``.
@@ -109,7 +109,7 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
     colours = palette(len(classes), dataset_spec)
     pictures: List[np.ndarray] = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=pad_collate)
-    for x, y in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
+    for x, y in iterate(loader, "evaluate", enabled=progress, unit="batches"):
         logits = infer(net, x.to(device), mode, window, stride, flip)
         pred = logits.argmax(1).cpu()
         metric.update(pred, y)

@@ -32,6 +32,7 @@ from ..schema import Section
 from .data import DataConfig, Datasets, build_loaders, datasets_for
 from .deploy import load_model, save_model
 from .metrics import IGNORE_INDEX, SegMetric
+from .progress import trainer_callbacks
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -409,7 +410,7 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
         resume: continue from ``out_dir/last.ckpt`` when it exists.
         space: ``SpaceConfig.to_dict()`` of ``net``, stored in ``model.pt``.
         arch: the architecture dict of ``net``, stored in ``model.pt``.
-        progress: show Lightning's progress bar.
+        progress: show progress (a bar on a terminal, a line per epoch in a log; see ``progress.py``).
         max_time_s: stop after this many seconds (Lightning ``max_time``), e.g. for benchmarks.
         datasets: the datasets of ``data_cfg`` when the caller has built them already; built here otherwise.
 
@@ -436,7 +437,8 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
         strategy = DDPStrategy(process_group_backend="gloo")
     trainer = pl.Trainer(
         max_epochs=train_cfg.epochs, accelerator=accelerator, devices=train_cfg.devices, strategy=strategy,
-        precision=16 if (on_gpu and train_cfg.amp) else 32, callbacks=[history, checkpoint],
+        precision=16 if (on_gpu and train_cfg.amp) else 32,
+        callbacks=[history, checkpoint] + trainer_callbacks(progress),
         plugins=[AtomicCheckpointIO()], default_root_dir=out_dir, logger=pl.loggers.CSVLogger(out_dir, name="logs"),
         enable_progress_bar=progress, num_sanity_val_steps=0, log_every_n_steps=train_cfg.log_every_n_steps,
         gradient_clip_val=train_cfg.grad_clip or None, enable_model_summary=False, deterministic=False,
