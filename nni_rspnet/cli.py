@@ -160,6 +160,9 @@ def _args_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["train", "val"], default="train", help="split to show")
     p.add_argument("--preview", default=None, metavar="PNG", help="write a grid of images with coloured masks")
     p.add_argument("--count", type=int, default=8, help="images in the preview")
+    p.add_argument("--export-cityscapes", metavar="DIR", default=None,
+                   help="write both splits in Cityscapes' layout (leftImg8bit/, gtFine/*_labelIds.png; class i "
+                        "becomes train id i), to try the Cityscapes path with --data cityscapes:DIR")
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -184,6 +187,16 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if args.preview:
         save_preview(ds, args.preview, args.count, cfg.mean, cfg.std, cfg.dataset)
         print(f"preview written to {args.preview}")
+    if args.export_cityscapes:
+        from .seg.cityscapes import export_cityscapes
+        from .seg.datasets import CITYSCAPES_CLASSES
+
+        counts = export_cityscapes([("train", train), ("val", val)], args.export_cityscapes)
+        names = ", ".join(f"{c} -> {CITYSCAPES_CLASSES[i]}" for i, c in enumerate(classes))
+        print(f"wrote {counts['train']} train and {counts['val']} val images in Cityscapes' layout to "
+              f"{args.export_cityscapes} ({names})")
+        print(f"use it with --data cityscapes:{args.export_cityscapes} --set space.num_classes="
+              f"{len(CITYSCAPES_CLASSES)}")
     return 0
 
 
@@ -198,11 +211,14 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from .seg.train import train_network
     from .space.arch import build_network, load_arch
 
     cfg = _run_config(args)
     arch = load_arch(args.arch, cfg.space)
+    torch.manual_seed(cfg.train.seed)  # the initial weights follow train.seed too: a run repeats exactly
     net = build_network(cfg.space, arch)
     result = train_network(net, cfg.data, cfg.train, args.out, device=args.device, resume=args.resume,
                            space=cfg.space.to_dict(), arch=arch, progress=not args.no_progress,
@@ -292,7 +308,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model.pt, TorchScript .pt or .onnx file")
     p.add_argument("--input", required=True, help="folder of images")
-    p.add_argument("--out", required=True, help="folder for the masks (palette PNGs of class indices)")
+    p.add_argument("--out", required=True, help="folder for the masks")
+    p.add_argument("--format", dest="fmt", choices=["palette", "cityscapes"], default="palette",
+                   help="palette: PNGs of class indices, coloured; cityscapes: Cityscapes label-id PNGs named as "
+                        "the input images, for the benchmark server and the official evaluator (reads every "
+                        "*_leftImg8bit.png under --input, e.g. leftImg8bit/val)")
     p.add_argument("--overlay", action="store_true", help="also write the masks blended over the images")
     p.add_argument("--device", default="cpu")
 
@@ -300,8 +320,9 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .seg.deploy import predict_folder
 
-    written = predict_folder(args.model, args.input, args.out, args.device, args.overlay)
-    print(f"{len(written)} masks written to {args.out}")
+    written = predict_folder(args.model, args.input, args.out, args.device, args.overlay, args.fmt)
+    kind = "Cityscapes label-id masks" if args.fmt == "cityscapes" else "masks"
+    print(f"{len(written)} {kind} written to {args.out}")
     return 0
 
 

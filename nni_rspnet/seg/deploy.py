@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import DataError, ModelFileError
 from ..fileio import atomic_path, save_torch
 from ..space.arch import build_network
+from .cityscapes import check_cityscapes_classes, find_images, prediction_name, predictions_to_label_ids, save_label_ids
 from .datasets import IMAGE_EXTENSIONS, read_image
 from .progress import iterate
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -227,31 +228,59 @@ def save_mask_png(mask: np.ndarray, path: str, colours: Optional[np.ndarray] = N
         im.save(tmp, format="PNG")
 
 
+PREDICTION_FORMATS = ("palette", "cityscapes")
+
+
 def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cpu",
-                   overlay: bool = False) -> List[str]:
-    """Predicts every image of ``in_dir`` and writes ``out_dir/<stem>.png`` masks (palette PNGs whose
-    values are class indices); with ``overlay`` also ``<stem>_overlay.jpg``. Returns the mask paths.
+                   overlay: bool = False, fmt: str = "palette") -> List[str]:
+    """Predicts the images of ``in_dir`` into ``out_dir``; returns the mask paths.
+
+    Args:
+        model_path: a ``model.pt``, TorchScript or ONNX file.
+        in_dir: the images; with ``fmt="cityscapes"``, every ``*_leftImg8bit.png`` below it (city
+            sub-folders included, as in ``leftImg8bit/val``).
+        out_dir: where the masks go (created).
+        device: torch device.
+        overlay: also write ``<stem>_overlay.jpg``, the mask blended over the image.
+        fmt: ``palette``: ``<stem>.png``, palette PNGs whose values are class indices; ``cityscapes``:
+            one flat folder of single-channel Cityscapes label-id PNGs named as the input images, what
+            the benchmark server and the official evaluator read (the model must predict the 19
+            Cityscapes classes).
 
     Raises:
-        DataError: ``in_dir`` is missing, holds no image, or an image cannot be read (names the file).
+        DataError: ``in_dir`` is missing, holds no image, or an image cannot be read (names the file);
+            a Cityscapes format for a model of other classes.
     """
-    if not os.path.isdir(in_dir):
-        raise DataError(f"{in_dir}: input folder not found")
-    names = sorted(f for f in os.listdir(in_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
-    if not names:
-        raise DataError(f"{in_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    if fmt not in PREDICTION_FORMATS:
+        raise ValueError(f"fmt must be one of {list(PREDICTION_FORMATS)}, got {fmt!r}")
+    if fmt == "cityscapes":
+        paths = find_images(in_dir)
+    else:
+        if not os.path.isdir(in_dir):
+            raise DataError(f"{in_dir}: input folder not found")
+        paths = [os.path.join(in_dir, f) for f in sorted(os.listdir(in_dir)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not paths:
+            raise DataError(f"{in_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
     predictor = Predictor(model_path, device)
-    colours = palette(len(predictor.meta.get("classes", [])) or 256, predictor.meta.get("dataset", "builtin"))
+    classes = predictor.meta.get("classes", [])
+    if fmt == "cityscapes":
+        check_cityscapes_classes(classes, model_path)
+    colours = palette(len(classes) or 256, predictor.meta.get("dataset", "builtin"))
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for name in iterate(names, "predict", enabled=len(names) >= 5, unit="images"):
-        image = read_image(os.path.join(in_dir, name))
+    for path in iterate(paths, "predict", enabled=len(paths) >= 5, unit="images"):
+        image = read_image(path)
         mask = predictor.predict(image)
-        out = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")
-        save_mask_png(mask, out, colours)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if fmt == "cityscapes":
+            out = os.path.join(out_dir, prediction_name(path))
+            save_label_ids(predictions_to_label_ids(mask), out)
+        else:
+            out = os.path.join(out_dir, stem + ".png")
+            save_mask_png(mask, out, colours)
         if overlay:
             blend = (0.5 * image + 0.5 * colourise(mask, colours)).astype(np.uint8)
-            with atomic_path(os.path.join(out_dir, os.path.splitext(name)[0] + "_overlay.jpg")) as tmp:
+            with atomic_path(os.path.join(out_dir, stem + "_overlay.jpg")) as tmp:
                 Image.fromarray(blend).save(tmp, format="JPEG")
         written.append(out)
     return written
