@@ -7,6 +7,7 @@ registry of experiments) is a temporary one, and the manager listens on 127.0.0.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -165,17 +167,12 @@ def test_each_trial_arch_rebuilds(experiment):
         assert (folder / "arch.png").is_file() and (folder / "config.json").is_file()
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="needs Debian's chromium and chromium-driver "
-                    "(scripts/install_browser.sh)")
-def test_web_ui_lists_trials_and_metrics(experiment):
+@contextlib.contextmanager
+def chrome():
+    """Headless Chromium through Debian's chromedriver, with a fresh profile."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    trials = experiment.rest.trials()
-    finals = {t["trialJobId"]: nnictl.parse_metric(t["finalMetricData"][0])["default"] for t in trials}
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS:
@@ -184,17 +181,41 @@ def test_web_ui_lists_trials_and_metrics(experiment):
         options.add_argument(f"--user-data-dir={profile}")
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         try:
-            driver.get(f"{experiment.url}/detail")
-            WebDriverWait(driver, 60).until(
-                lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in finals))
-            # The table fills row by row; give the metric column its last refresh.
-            WebDriverWait(driver, 30).until(
-                lambda d: d.find_element(By.TAG_NAME, "body").text.count("(FINAL)") >= len(finals))
-            text = driver.find_element(By.TAG_NAME, "body").text
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            assert driver.save_screenshot(str(ARTIFACTS / "webui_trials.png"))
+            yield driver
         finally:
             driver.quit()
+
+
+def body_text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def open_trials_table(driver, experiment, finals) -> None:
+    """The web UI's trial table, once every trial shows its final metric."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{experiment.url}/detail")
+    WebDriverWait(driver, 60).until(lambda d: all(t in body_text(d) for t in finals))
+    # The table fills row by row; give the metric column its last refresh.
+    WebDriverWait(driver, 30).until(lambda d: body_text(d).count("(FINAL)") >= len(finals))
+
+
+needs_browser = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="needs Debian's chromium and "
+                                   "chromium-driver (scripts/install_browser.sh)")
+
+
+@pytest.mark.slow
+@needs_browser
+def test_web_ui_lists_trials_and_metrics(experiment):
+    trials = experiment.rest.trials()
+    finals = {t["trialJobId"]: nnictl.parse_metric(t["finalMetricData"][0])["default"] for t in trials}
+    with chrome() as driver:
+        open_trials_table(driver, experiment, finals)
+        text = body_text(driver)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(ARTIFACTS / "webui_trials.png"))
     assert "Trial jobs" in text
     for trial_id, miou in finals.items():
         # Each row reads "<id> <duration> SUCCEEDED <metric, rounded> (FINAL)".
@@ -203,6 +224,112 @@ def test_web_ui_lists_trials_and_metrics(experiment):
         assert shown is not None, row
         assert float(shown.group(1)) == pytest.approx(miou, abs=1e-6)
     assert (ARTIFACTS / "webui_trials.png").stat().st_size > 10000
+
+
+@pytest.mark.slow
+@needs_browser
+def test_web_ui_trial_tensorboard_and_architecture(experiment):
+    """A user's path through the web UI: the metric columns params/MACs/latency, a trial's detail panel and
+    its log (the architecture summary), then the TensorBoard button (curves and the architecture's
+    picture), each step on a screenshot in SHOTS."""
+    import psutil
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shots = ARTIFACTS / "webui"
+    shots.mkdir(parents=True, exist_ok=True)
+    print(f"web-UI screenshots: {shots}")
+    trials = experiment.rest.trials()
+    finals = {t["trialJobId"]: nnictl.parse_metric(t["finalMetricData"][0]) for t in trials}
+    trial_id = sorted(trials, key=lambda t: t["sequenceId"])[0]["trialJobId"]
+    final = finals[trial_id]
+
+    def click_text(text: str, tag: str = "*") -> None:
+        matches = [e for e in driver.find_elements(By.XPATH, f"//{tag}[normalize-space(text())='{text}']")
+                   if e.is_displayed()]
+        assert matches, f"no visible {tag} reading {text!r}"
+        matches[0].click()
+
+    def row_of(trial: str):
+        return driver.find_element(By.XPATH, f"//div[@role='row'][.//div[normalize-space(text())='{trial}']]")
+
+    def visible(css: str):
+        return WebDriverWait(driver, 20).until(
+            lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()), False))
+
+    def only_other_window():
+        WebDriverWait(driver, 10).until(lambda d: len(d.window_handles) == 2)
+        driver.switch_to.window([w for w in driver.window_handles if w != main_window][0])
+
+    with chrome() as driver:
+        open_trials_table(driver, experiment, finals)
+        main_window = driver.current_window_handle
+
+        # The architecture's costs as columns of the table (the final metric dict's other keys).
+        click_text("Add/Remove columns", "span")
+        for column in ("params (metric)", "macs (metric)", "latency_ms (metric)"):
+            click_text(column, "span")
+        click_text("Save", "span")
+        WebDriverWait(driver, 10).until(lambda d: str(final["params"]) in body_text(d))
+
+        # The trial's detail panel: its Log tab, then its log, which ends with the architecture.
+        row = row_of(trial_id)
+        row.find_element(By.CSS_SELECTOR, "i[data-icon-name='ChevronRight']").click()
+        visible("button[role='tab'][name='Log']").click()
+        WebDriverWait(driver, 10).until(lambda d: "View trial log" in body_text(d))
+        assert f"/trials/{trial_id}" in body_text(driver)  # the trial folder, where arch.png is
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", row)
+        assert driver.save_screenshot(str(shots / "1_trial_detail_panel.png"))
+        click_text("View trial log", "span")
+        only_other_window()
+        WebDriverWait(driver, 20).until(lambda d: "found architecture" in body_text(d))
+        driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        log = body_text(driver)
+        assert driver.save_screenshot(str(shots / "2_trial_log_architecture.png"))
+        driver.close()
+        driver.switch_to.window(main_window)
+        assert f"| parameters | {final['params']:,} |" in log
+        assert f"| MACs | {final['macs'] / 1e6:.2f} M" in log and f"| latency | {final['latency_ms']:.2f} ms" in log
+        assert f"{experiment.id}/trials/{trial_id}/arch.png" in log
+
+        # The TensorBoard button: select the trial, start TensorBoard, open it.
+        row_of(trial_id).find_element(By.CSS_SELECTOR, ".detail-check").click()
+        click_text("TensorBoard", "span")
+        WebDriverWait(driver, 60).until(lambda d: "TensorBoard id" in body_text(d))
+        click_text("Ok", "span")
+        only_other_window()
+        board_url = driver.current_url
+        port = int(re.search(r":(\d+)", board_url.split("//", 1)[1]).group(1))
+        for _ in range(30):  # TensorBoard takes a few seconds to start: reload until it answers
+            if "TensorBoard" in driver.title:
+                break
+            time.sleep(2)
+            driver.get(board_url)
+        WebDriverWait(driver, 60).until(lambda d: "val_miou" in body_text(d) and f"{trial_id}/retrain" in body_text(d))
+        for close in driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Close side pane']"):
+            if close.is_displayed():
+                close.click()
+        tags = visible("input[placeholder='Filter tags (regex)']")
+        tags.send_keys("val_", Keys.ESCAPE)  # Escape: close the tag suggestions over the charts
+        time.sleep(3)  # the charts draw after their cards appear
+        assert driver.save_screenshot(str(shots / "3_tensorboard_curves.png"))
+        tags.send_keys(Keys.CONTROL, "a")
+        tags.send_keys("architecture", Keys.ESCAPE)
+        visible("img")
+        time.sleep(2)
+        assert driver.save_screenshot(str(shots / "4_tensorboard_architecture_picture.png"))
+        driver.get(f"http://127.0.0.1:{port}/#text")
+        WebDriverWait(driver, 60).until(lambda d: "found architecture" in body_text(d))
+        board_text = body_text(driver)
+        assert driver.save_screenshot(str(shots / "5_tensorboard_architecture_table.png"))
+
+    assert f"{trial_id}" in board_text and f"{final['params']:,}" in board_text
+    listening = {c.laddr.ip for c in psutil.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    assert listening == {"127.0.0.1"}  # the web UI's TensorBoard is not exposed either
+    for png in shots.glob("*.png"):
+        assert png.stat().st_size > 10000, png
 
 
 @pytest.mark.slow

@@ -29,6 +29,15 @@ SEARCH = {"warmup_epochs": 0, "stage1_epochs": 2, "stage2_epochs": 1, "limit_bat
 
 
 
+def events(folder):
+    """The TensorBoard events of one run folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
 @pytest.fixture
 def config_file(tmp_path) -> str:
     path = tmp_path / "trial.yaml"
@@ -88,7 +97,8 @@ def test_standalone_arch_trial(config_file, tmp_path, reported, capsys):
     final = reported["final"]
     assert len(final) == 1 and set(final[0]) == {"default", "params", "macs", "latency_ms"}
     assert 0 <= final[0]["default"] <= 1 and final[0]["params"] > 0 and final[0]["macs"] > 0
-    assert f'"default": {final[0]["default"]}' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f'"default": {final[0]["default"]}' in printed
     assert [r["phase"] for r in reported["intermediate"]] == ["retrain", "retrain"]  # one per epoch
     cfg = SpaceConfig.from_dict(SPACE)
     assert load_arch(out / "arch.json", cfg) == random_arch(cfg, 3)
@@ -102,6 +112,16 @@ def test_standalone_arch_trial(config_file, tmp_path, reported, capsys):
     with torch.no_grad():
         assert torch.allclose(scripted(x), load_model(str(out / "train" / "model.pt"))(x), atol=1e-5)
     assert (out / "arch.png").read_bytes()[:4] == b"\x89PNG"
+    # What the web UI shows: TensorBoard's curves and architecture, and a summary at the end of the log.
+    retrain = events(out / "tensorboard" / "retrain")
+    assert [e.step for e in retrain.Scalars("val_miou")] and len(retrain.Scalars("val_miou")) == 2
+    assert retrain.Scalars("val_miou")[-1].value == pytest.approx(final[0]["default"], abs=1e-6)
+    board = events(out / "tensorboard" / "architecture")
+    text = board.Tensors("architecture/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert f"| parameters | {final[0]['params']:,} |" in text and "arch.png" in text
+    assert board.Images("architecture")[0].width > 100
+    summary = (out / "architecture.md").read_text()
+    assert summary == text and summary in printed
 
 
 def test_cell_stage_trial_searches_and_reports_cell_epochs(config_file, tmp_path, reported):
@@ -120,3 +140,5 @@ def test_cell_stage_trial_searches_and_reports_cell_epochs(config_file, tmp_path
     probs = json.loads((out / "probs.json").read_text())
     assert probs and all(0.0 <= p <= 1.0 for p in probs.values())
     assert json.loads((out / "config.json").read_text())["search"]["arc_lr"] == 0.01
+    search = events(out / "tensorboard" / "search")
+    assert [e.step for e in search.Scalars("search/val_miou")] == [1, 2, 3]  # every search epoch, both stages

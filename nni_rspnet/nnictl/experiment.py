@@ -8,7 +8,9 @@ by process id whatever of the experiment survived it. (``nni-rspnet report`` rea
 folder instead, and works on finished experiments too.)
 
 NNI's manager (a Node process) listens on every interface (``app.listen(port)``); ``launch`` preloads
-a tiny script through ``NODE_OPTIONS`` that pins such listens to 127.0.0.1, so nothing is exposed.
+a tiny script through ``NODE_OPTIONS`` that pins such listens to 127.0.0.1, so nothing is exposed. The
+TensorBoard the web UI starts for a trial (``tensorboard --bind_all ...``) is pinned the same way: a
+``tensorboard`` command first on the manager's ``PATH`` replaces ``--bind_all`` with ``--host=127.0.0.1``.
 """
 from __future__ import annotations
 
@@ -55,6 +57,17 @@ net.Server.prototype.listen = function (...args) {
 """
 _PATH_KEYS = ("trialCodeDirectory", "searchSpaceFile", "experimentWorkingDirectory")
 
+# `tensorboard` as NNI's manager runs it, serving on one host instead of every interface.
+_TENSORBOARD_COMMAND = """#!{python}
+# NNI's web UI starts TensorBoard with --bind_all (every interface); this one serves on {host} only.
+import sys
+
+from tensorboard.main import run_main
+
+sys.argv = [sys.argv[0]] + ["--host={host}" if arg == "--bind_all" else arg for arg in sys.argv[1:]]
+sys.exit(run_main())
+"""
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the kernel picks it)."""
@@ -68,6 +81,15 @@ def localhost_node_options(folder: Union[str, os.PathLike]) -> str:
     path = Path(folder) / "nni_localhost_only.js"
     atomic_write_text(path, _LOCALHOST_JS)
     return f"--require {path}"
+
+
+def localhost_tensorboard(folder: Union[str, os.PathLike], host: str = "127.0.0.1") -> str:
+    """Writes the ``tensorboard`` command that serves on ``host`` into ``folder/_bin``; returns that folder
+    (to put first on the manager's ``PATH``)."""
+    path = Path(folder) / "_bin" / "tensorboard"
+    atomic_write_text(path, _TENSORBOARD_COMMAND.format(python=sys.executable, host=host))
+    path.chmod(0o755)
+    return os.fspath(path.parent)
 
 
 def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike], *,
@@ -218,8 +240,10 @@ def launch(config: Union[str, os.PathLike], port: int, working_dir: Union[str, o
     working_dir = Path(working_dir)
     working_dir.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ if env is None else env)
-    # Trials run `python -m nni_rspnet.nnictl.trial` through the shell: this interpreter's folder comes first.
-    full_env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), full_env.get("PATH", "")])
+    # Trials run `python -m nni_rspnet.nnictl.trial` through the shell: this interpreter's folder comes first,
+    # after the loopback-only `tensorboard` the web UI's TensorBoard button starts.
+    full_env["PATH"] = os.pathsep.join([localhost_tensorboard(working_dir), os.path.dirname(sys.executable),
+                                        full_env.get("PATH", "")])
     full_env["NODE_OPTIONS"] = " ".join(filter(None, [full_env.get("NODE_OPTIONS", ""),
                                                        localhost_node_options(working_dir)]))
     try:
@@ -267,9 +291,20 @@ def trial_pids(exp_id: str) -> List[int]:
     return [pid for pid in _proc_pids() if pid != os.getpid() and marker in _read_proc(pid, "environ").split(b"\0")]
 
 
+def tensorboard_pids(exp_id: str) -> List[int]:
+    """TensorBoard processes the web UI started for trials of ``exp_id`` (their log folders name it)."""
+    marker = f"/{exp_id}/trials/".encode()
+    pids = []
+    for pid in _proc_pids():
+        cmdline = _read_proc(pid, "cmdline")
+        if b"tensorboard" in cmdline and marker in cmdline:
+            pids.append(pid)
+    return pids
+
+
 def leftover_processes(exp_id: str) -> List[int]:
-    """Every process of the experiment still alive: the manager and the trials (zombies excluded)."""
-    pids = sorted(set(manager_pids(exp_id)) | set(trial_pids(exp_id)))
+    """Every process of the experiment still alive: the manager, the trials and TensorBoards (zombies excluded)."""
+    pids = sorted(set(manager_pids(exp_id)) | set(trial_pids(exp_id)) | set(tensorboard_pids(exp_id)))
     return [pid for pid in pids if b") Z " not in _read_proc(pid, "stat")]
 
 

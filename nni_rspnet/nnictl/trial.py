@@ -16,9 +16,11 @@ defaults, the YAML the experiment names (``--config``, ``--set``), then ``nni.ge
 Every epoch reports ``{'default': val mIoU, ...}``; the final result is
 ``{'default': mIoU after retraining, 'params', 'macs', 'latency_ms'}``. ``NNI_OUTPUT_DIR`` (the trial
 folder, shown in the web UI) receives ``arch.json``, ``probs.json`` (search stages), ``config.json``,
-``result.json``, the scripted network ``model_scripted.pt``, the picture ``arch.png``, and the
-``search/`` and ``train/`` folders (``train/model.pt``, training curves). Outside NNI the
-same command runs standalone (the architecture is then drawn at random from ``--seed``).
+``result.json``, the scripted network ``model_scripted.pt``, the picture ``arch.png``, ``architecture.md``
+(also printed at the end of the trial's log), the ``search/`` and ``train/`` folders (``train/model.pt``,
+training curves) and ``tensorboard/`` (search and retraining curves and the architecture, opened by the
+web UI's TensorBoard button; see ``board.py``). Outside NNI the same command runs standalone (the
+architecture is then drawn at random from ``--seed``).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import nni
 
 from ..config import RunConfig
 from ..errors import ConfigError, UserError
-from ..fileio import write_json
+from ..fileio import atomic_write_text, write_json
 from ..measure import measure_cost
 from ..runtime import set_threads
 from ..schema import DEFAULT_CONFIG
@@ -44,8 +46,9 @@ from ..search.driver import run_search
 from ..seg.data import Datasets, build_datasets
 from ..seg.deploy import export_torchscript, load_model
 from ..seg.train import train_network
-from ..space.arch import build_network, random_arch, save_arch, validate
+from ..space.arch import build_network, describe, random_arch, save_arch, validate
 from ..space.draw import draw_architecture
+from .board import SearchCurves, architecture_summary, board_dir, write_architecture
 from .hpo import split_sample
 
 STAGES = ("cell", "macro", "arch")
@@ -81,16 +84,23 @@ def _search(stage: str, cfg: RunConfig, datasets: Datasets, out_dir: Path,
     compares cell searches with cell searches.
     """
 
+    curves = SearchCurves(out_dir)
+
     def on_epoch(record: Mapping[str, Any]) -> None:
         metrics = record.get("metrics", {})
+        curves.add(int(record["global_epoch"]), metrics)
         if metrics.get("val_miou") is None or (stage == "cell" and record["stage"] != 1):
             return
         extra = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "val_miou"}
         nni.report_intermediate_result({"default": float(metrics["val_miou"]), **extra,
                                         "phase": f"search{record['stage']}", "epoch": int(record["global_epoch"])})
 
-    result = run_search(cfg.space, cfg.search, cfg.data, out_dir / "search", device=device, epoch_callback=on_epoch,
-                        progress_bar=True, datasets=datasets)  # lines in the trial's log, never bars
+    try:
+        result = run_search(cfg.space, cfg.search, cfg.data, out_dir / "search", device=device,
+                            epoch_callback=on_epoch, progress_bar=True,  # lines in the trial's log, never bars
+                            datasets=datasets)
+    finally:
+        curves.close()
     return dict(result.arch), dict(result.probs)
 
 
@@ -146,7 +156,8 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     finals: List[Any] = []
     with relay_reports("retrain", finals):
         trained = train_network(net, data_cfg, train_cfg, os.fspath(out / "train"), device=device,
-                                space=space_cfg.to_dict(), arch=arch, progress=True, datasets=datasets)
+                                space=space_cfg.to_dict(), arch=arch, progress=True, datasets=datasets,
+                                tensorboard_dir=os.fspath(board_dir(out)))
     miou = trained["val_miou"]
     if miou is None:
         raise RuntimeError(f"{out / 'train'}: retraining ran no validation epoch (train.epochs = {train_cfg.epochs})")
@@ -159,6 +170,11 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     final = {"default": float(miou), "params": int(cost["params"]), "macs": int(cost["macs"]),
              "latency_ms": round(float(cost["latency_ms"]), 3)}
     write_json(out / "result.json", {**final, "stage": stage, "input_size": list(size)})
+    # What the web UI's trial panel (its log) and TensorBoard show of the found architecture.
+    summary = architecture_summary(arch, final, size, out, describe(arch, space_cfg))
+    atomic_write_text(out / "architecture.md", summary)
+    write_architecture(out, summary, out / "arch.png")
+    print(summary, flush=True)
     if report is not None:
         report(final)
     return final

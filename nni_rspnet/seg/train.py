@@ -392,10 +392,11 @@ def write_history(rows: List[Dict[str, float]], out_dir: str) -> None:
 def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir: str, device: str = "cpu",
                   resume: bool = False, space: Optional[Dict[str, Any]] = None, arch: Optional[Dict[str, Any]] = None,
                   progress: bool = True, max_time_s: Optional[float] = None,
-                  datasets: Optional[Datasets] = None) -> Dict[str, Any]:
+                  datasets: Optional[Datasets] = None, tensorboard_dir: Optional[str] = None) -> Dict[str, Any]:
     """Trains ``net`` on ``data_cfg``'s dataset; writes checkpoints, history and ``model.pt`` to ``out_dir``.
 
-    Every epoch ends with validation and an atomic ``last.ckpt``; with ``resume`` the run continues
+    Every epoch ends with validation and an atomic ``last.ckpt``; the curves go to ``history.csv`` (and
+    ``curves.png``) and to TensorBoard; with ``resume`` the run continues
     from ``out_dir/last.ckpt`` (epoch, optimiser, schedule, EMA and history) if it exists. The
     trained weights (EMA weights when enabled) go to ``model.pt`` with the space config, the
     architecture, class names and normalisation, so evaluation and export need nothing else.
@@ -413,6 +414,9 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
         progress: show progress (a bar on a terminal, a line per epoch in a log; see ``progress.py``).
         max_time_s: stop after this many seconds (Lightning ``max_time``), e.g. for benchmarks.
         datasets: the datasets of ``data_cfg`` when the caller has built them already; built here otherwise.
+        tensorboard_dir: where the TensorBoard curves go, in its ``retrain`` folder (default:
+            ``out_dir/tensorboard``; an nnictl trial gives ``NNI_OUTPUT_DIR/tensorboard``, where the web UI's
+            TensorBoard button looks).
 
     Returns:
         ``{"val_miou", "epochs", "seconds", "model_path", "history", "global_zero", "resumed_after_epoch",
@@ -439,7 +443,10 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
         max_epochs=train_cfg.epochs, accelerator=accelerator, devices=train_cfg.devices, strategy=strategy,
         precision=16 if (on_gpu and train_cfg.amp) else 32,
         callbacks=[history, checkpoint] + trainer_callbacks(progress),
-        plugins=[AtomicCheckpointIO()], default_root_dir=out_dir, logger=pl.loggers.CSVLogger(out_dir, name="logs"),
+        plugins=[AtomicCheckpointIO()], default_root_dir=out_dir,
+        logger=[pl.loggers.CSVLogger(out_dir, name="logs"),
+                pl.loggers.TensorBoardLogger(tensorboard_dir or os.path.join(out_dir, "tensorboard"), name="retrain",
+                                             version="", default_hp_metric=False)],
         enable_progress_bar=progress, num_sanity_val_steps=0, log_every_n_steps=train_cfg.log_every_n_steps,
         gradient_clip_val=train_cfg.grad_clip or None, enable_model_summary=False, deterministic=False,
         max_time={"seconds": int(max_time_s)} if max_time_s else None)
