@@ -37,8 +37,8 @@ class SearchConfig(Section):
         arch_fraction: share of the data's *train* split that trains the architecture parameters (and
             gives the supernet's per-epoch validation mIoU); the rest trains the weights. The data's
             val split is never seen by the search, so the found network is evaluated on held-out data.
-        threads: CPU threads of the search (0 = torch's default); 1 avoids threads spinning for cores
-            that other processes hold.
+        threads: CPU threads of the search (0 = the process' setting: torch's default, one per core, or
+            ``--threads``); 1 avoids threads spinning for cores that other processes hold.
         seed: seed of weights, architecture parameters and data order.
     """
 

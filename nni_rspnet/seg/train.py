@@ -63,8 +63,8 @@ class TrainConfig(Section):
         seed: seed of the run.
         grad_clip: gradient norm clipping (0 = off).
         log_every_n_steps: Lightning's logging interval.
-        threads: torch CPU threads per process (0 = torch's default); 1 avoids oversubscribing cores
-            that other processes (or other DDP processes) use.
+        threads: torch CPU threads per process (0 = the process' setting: torch's default, one per core,
+            or ``--threads``); 1 avoids oversubscribing cores that other processes (or other DDP processes) use.
     """
 
     SECTION: ClassVar[str] = "train"
