@@ -89,14 +89,16 @@ def test_parse_metric_undoes_nni_double_encoding():
     assert nnictl.parse_metric({"data": json.dumps("0.25")}) == 0.25
 
 
-def test_node_preload_pins_listen_to_loopback(tmp_path):
+def test_node_preload_pins_listen_to_loopback(tmp_path, monkeypatch):
     """The NODE_OPTIONS preload makes a host-less listen() bind 127.0.0.1 (NNI's manager does that)."""
     import nni_node
 
     node = Path(nni_node.__path__[0]) / "node"
     script = ("const s = require('http').createServer(() => {}); s.listen(0, () => { "
               "console.log(s.address().address); s.close(); });")
-    env = {**os.environ, "NODE_OPTIONS": nnictl.localhost_node_options(tmp_path)}
+    monkeypatch.chdir(tmp_path)  # a relative folder works too (node would read a relative --require as a module name)
+    env = {**os.environ, "NODE_OPTIONS": nnictl.localhost_node_options(".")}
+    assert str(tmp_path / "nni_localhost_only.js") in env["NODE_OPTIONS"]
     done = subprocess.run([str(node), "-e", script], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "127.0.0.1", done.stderr
     bare = subprocess.run([str(node), "-e", script], capture_output=True, text=True, timeout=60)

@@ -65,6 +65,7 @@ def run(argv, cwd: Path, env: dict, timeout: float) -> str:
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_works_from_an_empty_folder(tmp_path):
     src, dist, venv, empty = tmp_path / "src", tmp_path / "dist", tmp_path / "venv", tmp_path / "empty"
+    src.mkdir()
     for name in SOURCES:  # a copy, so the build leaves nothing (build/, *.egg-info) in the checkout
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -96,7 +97,7 @@ def test_wheel_in_a_fresh_venv_works_from_an_empty_folder(tmp_path):
     assert "tiny" in run(["nni-rspnet", "configs"], empty, env, 120)
     run(["nni-rspnet", "demo", "--fast", "--out", "demo"], empty, env, 900)
     summary = json.loads((empty / "demo" / "summary.json").read_text())
-    assert 0.0 <= summary["miou"] <= 1.0 and Path(summary["files"]["ONNX"]).is_file()
+    assert 0.0 <= summary["miou"] <= 1.0 and (empty / summary["files"]["ONNX"]).is_file()
 
     (empty / "experiment.py").write_text(EXPERIMENT)
     report = json.loads(run([venv / "bin" / "python", "experiment.py"], empty, env, 600).strip().splitlines()[-1])

@@ -78,7 +78,7 @@ def free_port() -> int:
 
 def localhost_node_options(folder: Union[str, os.PathLike]) -> str:
     """Writes the loopback-only preload script into ``folder``; returns the ``NODE_OPTIONS`` value."""
-    path = Path(folder) / "nni_localhost_only.js"
+    path = Path(folder).resolve() / "nni_localhost_only.js"  # node reads a relative --require as a module name
     atomic_write_text(path, _LOCALHOST_JS)
     return f"--require {path}"
 
@@ -86,7 +86,7 @@ def localhost_node_options(folder: Union[str, os.PathLike]) -> str:
 def localhost_tensorboard(folder: Union[str, os.PathLike], host: str = "127.0.0.1") -> str:
     """Writes the ``tensorboard`` command that serves on ``host`` into ``folder/_bin``; returns that folder
     (to put first on the manager's ``PATH``)."""
-    path = Path(folder) / "_bin" / "tensorboard"
+    path = Path(folder).resolve() / "_bin" / "tensorboard"
     atomic_write_text(path, _TENSORBOARD_COMMAND.format(python=sys.executable, host=host))
     path.chmod(0o755)
     return os.fspath(path.parent)
@@ -237,7 +237,7 @@ def launch(config: Union[str, os.PathLike], port: int, working_dir: Union[str, o
     Raises:
         NniError: nnictl failed or the manager did not answer; its output is in the message.
     """
-    working_dir = Path(working_dir)
+    working_dir = Path(working_dir).resolve()
     working_dir.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ if env is None else env)
     # Trials run `python -m nni_rspnet.nnictl.trial` through the shell: this interpreter's folder comes first,
