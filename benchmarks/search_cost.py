@@ -55,7 +55,8 @@ CONFIGS = {
 }
 # The one-shot module's settings while timing: the same for ours and for stock DARTS (whose
 # architecture optimiser is Adam at 3e-4), no clipping, no annealing.
-STEP_SETTINGS = dict(arc_learning_rate=3e-4, arc_weight_decay=1e-3, gradient_clip_val=None, tau_init=1.0, tau_min=1.0)
+STEP_SETTINGS = dict(arc_learning_rate=3e-4, arc_weight_decay=1e-3, gradient_clip_val=None, tau_init=1.0, tau_min=1.0,
+                     partial_channels=1, warmup_sampling=False)
 
 
 def _rss_kib() -> int:

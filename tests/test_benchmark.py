@@ -61,7 +61,8 @@ def test_quick_latency_and_quality_write_the_page(quick_cfg):
     kinds = [r["kind"] for r in q["rows"]]
     assert kinds.count("searched") == 1 and kinds.count("random") == 2 and kinds.count("lraspp") == 1
     assert q["complete"] and all(0 <= r["val_miou"] <= 1 and r["epochs"] >= 1 for r in q["rows"])
-    assert all(0 < r["pixel_accuracy"] <= 1 and r["val_loss"] > 0 for r in q["rows"])
+    # one epoch on 16 images: any pixel accuracy, but a real number
+    assert all(0 <= r["pixel_accuracy"] <= 1 and r["val_loss"] > 0 for r in q["rows"]), q["rows"]
     assert kinds[:2] == ["searched", "lraspp"]  # one of each kind first, in case a run is cut short
     # the page: machine, goals and each section's table
     assert "# Benchmarks" in page and machine_info()["cpu"] in page and "## Goals" in page

@@ -32,6 +32,9 @@ OVERRIDES = [
     "data.batch_size=8", "data.val_batch_size=8",
     "search.warmup_epochs=1", "search.stage1_epochs=1", "search.stage2_epochs=1", "search.arc_lr=0.1",
     "search.lambda_init=1.0", "search.lambda_rate=0.5",
+    # The mechanisms under test, not the sizing of a real search: plain DARTS steps.
+    "search.optimizer=sgd", "search.lr=0.05", "search.weight_decay=0.0003", "search.partial_channels=1",
+    "search.warmup_sampling=false",
 ]
 
 
@@ -97,7 +100,7 @@ def test_parameter_target_is_met_and_clearly_below_no_target(baseline, tmp_path)
     got = result.cost["params"]
     print(f"params: no target {free:.0f}, target {target}, exported {got:.0f}")
     assert got <= 1.15 * target
-    assert got < 0.92 * free
+    assert free - got >= 0.5 * (free - target)  # the penalty moved the network towards the target
     assert (tmp_path / "cost_table.json").is_file()
 
 

@@ -8,6 +8,8 @@ nnictl trial and the demo call. It writes into ``out_dir``:
 * ``probs.json``: the probabilities of every candidate (cell: softmax of the stage-1 alphas; paths:
   mean validation attention of stage 2);
 * ``cell.json``: the stage-1 cell alone (written as soon as stage 1 ends);
+* ``supernet_stage1.pt``: the stage-1 supernet's weights and architecture parameters (every cell op
+  trained, every path on), for scoring sub-networks (rank checks);
 * ``checkpoint.pt``: after every epoch (atomically): stage, epoch, weights, architecture parameters,
   optimiser and penalty states, RNG; ``resume=True`` continues from it after a crash or SIGKILL;
 * ``history.json``: one record per epoch (stage, epoch, validation mIoU, temperature, cost terms);
@@ -175,6 +177,9 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
         if record["stage"] == 1 and record["epoch"] == epochs_stage1:
             _write_json(os.path.join(out, "cell.json"),
                         {k: v for k, v in record["arch"].items() if k.startswith(CELL_PREFIX)})
+            # The stage-1 supernet (every cell op trained, every path on), kept for rank checks.
+            save_torch({"space": space_cfg.to_dict(), "search": search_cfg.to_dict(),
+                        "model": record["state"]["model"]}, os.path.join(out, "supernet_stage1.pt"))
         public = {k: v for k, v in record.items() if k not in ("state", "probs")}
         history[:] = list(record["state"].get("history", []))
         _write_json(os.path.join(out, "history.json"), history)
@@ -189,8 +194,8 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
                       callbacks=trainer_callbacks(progress_bar, epoch_lines=False),  # epochs: epoch_callback
                       enable_model_summary=False, limit_train_batches=limit, limit_val_batches=limit,
                       default_root_dir=out)
-    module = SegmentationModule(space_cfg.num_classes, lr=search_cfg.lr, momentum=search_cfg.momentum,
-                                weight_decay=search_cfg.weight_decay)
+    module = SegmentationModule(space_cfg.num_classes, optimizer=search_cfg.optimizer, lr=search_cfg.lr,
+                                momentum=search_cfg.momentum, weight_decay=search_cfg.weight_decay)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # plain (untraced) DataLoaders are fine in one shot
         evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)

@@ -22,7 +22,13 @@ class SearchConfig(Section):
         stage1_epochs: cell-search epochs.
         stage2_epochs: path-search epochs.
         stage2_warmup_epochs: weights-only epochs at the start of stage 2.
-        lr, momentum, weight_decay: SGD of the supernet weights (training split).
+        optimizer: ``adamw`` or ``sgd``, the optimiser of the supernet weights (training split).
+        lr, momentum, weight_decay: its settings (``momentum`` is AdamW's beta1).
+        partial_channels: ``K`` of PC-DARTS' partial channel connections: during the cell search only
+            ``1/K`` of each edge's channels go through the relaxed candidate ops (1: off).
+        warmup_sampling: during the warm-up epochs every cell edge trains one candidate drawn
+            uniformly per step (single-path, as SPOS): a step costs about one network instead of the
+            whole relaxed cell, and every candidate learns to work alone before the architecture moves.
         arc_lr, arc_weight_decay: Adam of the architecture parameters (validation split).
         tau_init, tau_min: softmax temperature, annealed geometrically within each stage.
         grad_clip: gradient-norm clipping of the weight step (0 = off).
@@ -48,9 +54,12 @@ class SearchConfig(Section):
     stage1_epochs: int = 3
     stage2_epochs: int = 3
     stage2_warmup_epochs: int = 0
-    lr: float = 0.05
+    optimizer: str = "adamw"
+    lr: float = 3e-3
     momentum: float = 0.9
-    weight_decay: float = 3e-4
+    weight_decay: float = 1e-4
+    partial_channels: int = 1
+    warmup_sampling: bool = True
     arc_lr: float = 3e-3
     arc_weight_decay: float = 1e-3
     tau_init: float = 1.0
@@ -74,7 +83,9 @@ class SearchConfig(Section):
         for key in ("warmup_epochs", "stage2_warmup_epochs", "limit_batches", "threads"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        for key in ("stage1_epochs", "stage2_epochs", "latency_repeats"):
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        for key in ("stage1_epochs", "stage2_epochs", "latency_repeats", "partial_channels"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not 0 < self.arch_fraction < 1:

@@ -41,7 +41,7 @@ from nni.nas.strategy.base import BaseStrategy
 
 from .path_attention import PathAttention
 from .settings import SearchConfig
-from .supermodules import FrozenChoice, TemperedSoftmax, make_freeze_hook
+from .supermodules import FrozenChoice, CellMixedOp, TemperedSoftmax, make_freeze_hook
 
 _log = logging.getLogger(__name__)
 
@@ -79,14 +79,19 @@ class RSPDartsModule(DartsLightningModule):
 
     def __init__(self, inner_module: pl.LightningModule, mutation_hooks: Optional[list] = None, *,
                  arc_learning_rate: float, arc_weight_decay: float, gradient_clip_val: Optional[float],
-                 tau_init: float, tau_min: float, warmup_epochs: int = 0, total_epochs: Optional[int] = None,
+                 tau_init: float, tau_min: float, partial_channels: int, warmup_sampling: bool,
+                 warmup_epochs: int = 0, total_epochs: Optional[int] = None,
                  epoch_offset: int = 0, frozen: Optional[Mapping[str, Any]] = None,
                  all_on: Sequence[str] = (), penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
         if tau_init <= 0 or tau_min <= 0:
             raise ValueError(f"temperatures must be > 0, got tau_init={tau_init}, tau_min={tau_min}")
+        if partial_channels < 1:
+            raise ValueError(f"partial_channels must be >= 1, got {partial_channels}")
         # Set before super().__init__: it runs the mutation hooks, which read these.
         self.frozen = dict(frozen or {})
         self.all_on = tuple(all_on)
+        self.partial_channels = partial_channels
+        self.warmup_sampling = warmup_sampling
         # Not registered as a child (Module.__init__ has not run yet); the mixed layers register it.
         object.__setattr__(self, "softmax", TemperedSoftmax())
         super().__init__(inner_module, mutation_hooks, arc_learning_rate=arc_learning_rate,
@@ -106,10 +111,10 @@ class RSPDartsModule(DartsLightningModule):
 
     def default_mutation_hooks(self):
         hooks = [make_freeze_hook(self.frozen, self.all_on)] if (self.frozen or self.all_on) else []
-        return hooks + [PathAttention.mutate] + super().default_mutation_hooks()
+        return hooks + [CellMixedOp.mutate, PathAttention.mutate] + super().default_mutation_hooks()
 
     def mutate_kwargs(self):
-        return {**super().mutate_kwargs(), "softmax": self.softmax}
+        return {**super().mutate_kwargs(), "softmax": self.softmax, "partial_channels": self.partial_channels}
 
     # parameters and optimisers ---------------------------------------------------------------------
 
@@ -205,6 +210,10 @@ class RSPDartsModule(DartsLightningModule):
 
     def on_train_epoch_start(self):
         self.set_temperature(self.temperature(self.stage_epoch))
+        sample = self.warmup_sampling and not self.searching
+        for m in self.nas_modules:
+            if isinstance(m, CellMixedOp):
+                m.sample = sample
         return self.model.on_train_epoch_start()
 
     def training_step(self, batch, batch_idx):
@@ -288,6 +297,9 @@ class TwoStageDarts(BaseStrategy):
         arc_weight_decay: its weight decay.
         gradient_clip_val: gradient-norm clipping of the weight step (``None``: off).
         tau_init, tau_min: softmax temperature schedule of each stage (geometric annealing).
+        partial_channels: ``K`` of PC-DARTS' partial channel connections in the cell search (1: off).
+        warmup_sampling: during the warm-up epochs each cell edge trains one uniformly drawn candidate
+            per step (single-path, about the cost of one network) instead of all of them.
         penalty: a ``penalty.ResourcePenalty`` (expected cost vs. a target) or ``None``.
         cell_prefix, macro_prefix: label prefixes that tell the two stages apart.
         epoch_hook: called with a dict (stage, epoch, metrics, ...) after every epoch of either stage;
@@ -314,7 +326,9 @@ class TwoStageDarts(BaseStrategy):
                  stage2_epochs: int = _SEARCH.stage2_epochs, stage2_warmup_epochs: int = _SEARCH.stage2_warmup_epochs,
                  arc_learning_rate: float = _SEARCH.arc_lr, arc_weight_decay: float = _SEARCH.arc_weight_decay,
                  gradient_clip_val: Optional[float] = _SEARCH.grad_clip or None, tau_init: float = _SEARCH.tau_init,
-                 tau_min: float = _SEARCH.tau_min, penalty: Any = None,
+                 tau_min: float = _SEARCH.tau_min, partial_channels: int = _SEARCH.partial_channels,
+                 warmup_sampling: bool = _SEARCH.warmup_sampling,
+                 penalty: Any = None,
                  cell_prefix: str = CELL_PREFIX, macro_prefix: str = MACRO_PREFIX,
                  epoch_hook: Optional[EpochHook] = None, resume_state: Optional[Dict[str, Any]] = None):
         for key, value in (("warmup_epochs", warmup_epochs), ("stage2_warmup_epochs", stage2_warmup_epochs)):
@@ -328,7 +342,8 @@ class TwoStageDarts(BaseStrategy):
         self.epochs = {1: warmup_epochs + stage1_epochs, 2: stage2_warmup_epochs + stage2_epochs}
         self.warmup = {1: warmup_epochs, 2: stage2_warmup_epochs}
         self.module_kwargs = dict(arc_learning_rate=arc_learning_rate, arc_weight_decay=arc_weight_decay,
-                                  gradient_clip_val=gradient_clip_val, tau_init=tau_init, tau_min=tau_min)
+                                  gradient_clip_val=gradient_clip_val, tau_init=tau_init, tau_min=tau_min,
+                                  partial_channels=partial_channels, warmup_sampling=warmup_sampling)
         self.penalty = penalty
         self.cell_prefix = cell_prefix
         self.macro_prefix = macro_prefix
@@ -349,7 +364,9 @@ class TwoStageDarts(BaseStrategy):
         return cls(warmup_epochs=cfg.warmup_epochs, stage1_epochs=cfg.stage1_epochs, stage2_epochs=cfg.stage2_epochs,
                    stage2_warmup_epochs=cfg.stage2_warmup_epochs, arc_learning_rate=cfg.arc_lr,
                    arc_weight_decay=cfg.arc_weight_decay, gradient_clip_val=cfg.grad_clip or None,
-                   tau_init=cfg.tau_init, tau_min=cfg.tau_min, penalty=penalty, epoch_hook=epoch_hook,
+                   tau_init=cfg.tau_init, tau_min=cfg.tau_min, partial_channels=cfg.partial_channels,
+                   warmup_sampling=cfg.warmup_sampling,
+                   penalty=penalty, epoch_hook=epoch_hook,
                    resume_state=resume_state)
 
     # BaseStrategy --------------------------------------------------------------------------------------

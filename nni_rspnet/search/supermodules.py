@@ -5,23 +5,26 @@
 - ``TemperedSoftmax``: one ``softmax(x / tau)`` shared by every DARTS mixed layer, so temperature
   annealing reaches them all (NNI 2.10.1's own annealing never does);
 - ``FrozenChoice`` and ``make_freeze_hook``: a mutation hook that holds choices at one value during a
-  stage (the cell frozen in stage 2, the macro paths "all on" in stage 1).
+  stage (the cell frozen in stage 2, the macro paths "all on" in stage 1);
+- ``CellMixedOp``: the relaxed op of a cell edge, with PC-DARTS' partial channels and single-path
+  sampling for a cheap warm-up.
 
 ``path_attention.PathAttention`` is the supermodule of the macro paths in stage 2.
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Iterator, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from nni.common.hpo_utils import ParameterSpec
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
-from ..space.choices import FixedInputs
+from ..space.choices import FixedInputs, OpChoice
 
 ARCH_PARAM_PREFIX = "_arch_alpha"
 
@@ -114,3 +117,74 @@ def make_freeze_hook(frozen: Mapping[str, Any], all_on: Sequence[str] = ()):
         return None
 
     return freeze_hook
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: ``(N, g * c, H, W)`` -> channels interleaved across the ``g`` groups."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class CellMixedOp(DifferentiableMixedLayer):
+    """The relaxed op of a cell edge: NNI's DARTS mixed layer, with two additions.
+
+    - **Partial channels** (PC-DARTS, Xu et al., 2020): with ``k > 1`` only ``1/k`` of the edge's
+      channels go through the candidates (rebuilt at ``C/k`` from the ``OpChoice``'s factory), the
+      rest bypass, then the channels are shuffled: ``shuffle(cat(sum_i w_i op_i(x[:C/k]), x[C/k:]))``.
+      The relaxed cell costs about ``1/k`` as much; the exported network is unchanged. The edge
+      normalisation of PC-DARTS is the input choice of each node, which the search already relaxes to
+      a softmax-weighted sum of the node's edges.
+    - **Single-path sampling** (``sample = True``, set by the strategy during the warm-up): in training
+      each forward runs one candidate drawn uniformly, as in SPOS (Guo et al., 2020), so a warm-up
+      step costs about one network rather than every candidate, and every candidate's weights learn
+      to work alone before the architecture parameters start to move.
+
+    The architecture parameters, the export (argmax op name) and the probabilities are those of
+    ``DifferentiableMixedLayer``.
+
+    Args:
+        paths, alpha, softmax, label: as ``DifferentiableMixedLayer`` (``paths`` at ``C/k`` channels).
+        k: the channel fraction's denominator (1: every channel).
+    """
+
+    def __init__(self, paths, alpha: torch.Tensor, softmax: nn.Module, label: str, k: int = 1):
+        super().__init__(paths, alpha, softmax, label)
+        self.k = k
+        self.sample = False
+        self.chosen: Optional[int] = None  # set to score one sub-network: only that candidate runs
+
+    @classmethod
+    def mutate(cls, module, name, memo, mutate_kwargs):
+        """Mutation hook for every ``OpChoice`` (``mutate_kwargs['partial_channels']`` is ``k``; a width
+        that ``k`` does not divide keeps every channel); other choices are left to the next hook."""
+        if not isinstance(module, OpChoice) or module.build is None:
+            return None
+        k = int(mutate_kwargs.get("partial_channels") or 1)
+        if module.channels % k:
+            k = 1
+        alpha = memo.get(module.label)
+        if alpha is None:
+            alpha = nn.Parameter(torch.randn(len(module)) * 1e-3)
+            memo[module.label] = alpha
+        elif len(alpha) != len(module):
+            raise ValueError(f"{module.label}: two choices share the label with {len(alpha)} and {len(module)} "
+                             f"candidates")
+        if k == 1:
+            paths = list(module.named_children())
+        else:
+            paths = [(op, module.build(op, module.channels // k)) for op in module.names]
+        return cls(paths, alpha, mutate_kwargs.get("softmax", nn.Softmax(-1)), module.label, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        c = x.shape[1] // self.k
+        part = x[:, :c] if self.k > 1 else x
+        if self.chosen is not None:
+            mixed = getattr(self, self.op_names[self.chosen])(part)
+        elif self.sample and self.training:
+            mixed = getattr(self, self.op_names[int(torch.randint(len(self.op_names), ()))])(part)
+        else:
+            weights = self._softmax(self._arch_alpha)
+            mixed = sum(w * getattr(self, op)(part) for w, op in zip(weights, self.op_names))
+        if self.k == 1:
+            return mixed
+        return channel_shuffle(torch.cat([mixed, x[:, c:]], dim=1), self.k)

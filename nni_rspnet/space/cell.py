@@ -8,9 +8,13 @@ outputs are concatenated and projected back to the cell width. The labels carry 
 network, so every cell of a network shares one genotype and one set of architecture weights.
 
 RSP block (after CSPNet, Wang et al., 2020, as used by RSPNet): split the channels in halves; one half
-bypasses, the other goes through the cell; recursively, the cell's output is split again and only
-its second half goes through the next (narrower) cell, to depth ``r``. The halves are concatenated
-and fused by a 1 x 1 transition. The cell therefore sees C/2, C/4, ... channels.
+bypasses, the other goes on; the halves are concatenated and fused by a 1 x 1 transition. Two forms
+recurse to depth ``r``:
+
+- ``nested``: the cell runs on the half that goes on, and the cell's output is split again and only
+  its second half goes through the next (narrower) cell: cells at C/2, C/4, ... (``r`` cells per node);
+- ``single``: the recursion only splits channels; one cell runs on the innermost C/2^r channels, and
+  every level adds its bypass and 1 x 1 transition (one cell per node).
 """
 
 from collections import OrderedDict
@@ -19,10 +23,21 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from nni.retiarii.nn.pytorch import LayerChoice
-
-from .choices import choose_inputs
+from .choices import OpChoice, choose_inputs
 from .ops import ActLayer, ConvBNAct, NormLayer, build_op
+
+
+RSP_FORMS = ("nested", "single")
+
+
+class _OpBuilder:
+    """``build(name, channels)``: a stride-1 cell op of ``channels`` in and out with the cell's layers."""
+
+    def __init__(self, norm_layer: NormLayer, act_layer: ActLayer):
+        self.norm_layer, self.act_layer = norm_layer, act_layer
+
+    def __call__(self, name: str, channels: int) -> nn.Module:
+        return build_op(name, channels, channels, 1, self.norm_layer, self.act_layer)
 
 
 class Cell(nn.Module):
@@ -44,6 +59,7 @@ class Cell(nn.Module):
         if num_nodes < 1:
             raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
         self.num_nodes = num_nodes
+        build = _OpBuilder(norm_layer, act_layer)
         self.sources = []
         self.edges = nn.ModuleList()
         self.fuse = nn.ModuleList()
@@ -51,9 +67,9 @@ class Cell(nn.Module):
             active, fuse = choose_inputs(i + 1, 2, f"{label}/node{i}/in")
             self.sources.append(active)
             self.edges.append(nn.ModuleList([
-                LayerChoice(OrderedDict((name, build_op(name, channels, channels, 1, norm_layer, act_layer))
-                                        for name in ops), label=f"{label}/node{i}/op{j}")
-                if len(ops) > 1 else build_op(ops[0], channels, channels, 1, norm_layer, act_layer)
+                OpChoice(OrderedDict((name, build(name, channels)) for name in ops), label=f"{label}/node{i}/op{j}",
+                         channels=channels, build=build)
+                if len(ops) > 1 else build(ops[0], channels)
                 for j in active]))
             self.fuse.append(fuse)
         self.project = ConvBNAct(channels * num_nodes, channels, 1, norm_layer=norm_layer, act_layer=act_layer)
@@ -79,21 +95,29 @@ class RSPBlock(nn.Module):
     Args:
         channels: block width ``C`` (divisible by ``2 ** depth``).
         depth: recursion depth ``r`` >= 1 (``make_block`` builds depth 0, the plain cell).
+        form: ``nested`` (a cell at every level) or ``single`` (one cell, at the innermost level).
         other args: passed to every ``Cell``.
     """
 
     def __init__(self, channels: int, depth: int, ops: Sequence[str], num_nodes: int = 4, label: str = "cell",
-                 norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU):
+                 norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU, form: str = "nested"):
         super().__init__()
         if depth < 1:
             raise ValueError(f"RSPBlock depth must be >= 1, got {depth}; use make_block for depth 0")
         if channels % (2 ** depth):
             raise ValueError(f"RSP depth {depth} needs a width divisible by {2 ** depth}, got {channels}")
+        if form not in RSP_FORMS:
+            raise ValueError(f"RSP form must be one of {list(RSP_FORMS)}, got {form!r}")
         half = channels // 2
         self.split = channels - half
-        self.cell = Cell(half, ops, num_nodes, label, norm_layer, act_layer)
-        self.inner: nn.Module = (RSPBlock(half, depth - 1, ops, num_nodes, label, norm_layer, act_layer)
-                                 if depth > 1 else nn.Identity())
+        inner_block = (RSPBlock(half, depth - 1, ops, num_nodes, label, norm_layer, act_layer, form)
+                       if depth > 1 else None)
+        if form == "nested" or inner_block is None:
+            self.cell: nn.Module = Cell(half, ops, num_nodes, label, norm_layer, act_layer)
+            self.inner: nn.Module = inner_block if inner_block is not None else nn.Identity()
+        else:  # single: no cell at this level, the recursion carries on to the innermost one
+            self.cell = nn.Identity()
+            self.inner = inner_block
         self.transition = ConvBNAct(channels, channels, 1, norm_layer=norm_layer, act_layer=act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,10 +126,11 @@ class RSPBlock(nn.Module):
 
 
 def make_block(channels: int, depth: int, ops: Sequence[str], num_nodes: int = 4, label: str = "cell",
-               norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU) -> nn.Module:
-    """The block of one trellis node: an ``RSPBlock`` of depth ``depth``, or a plain ``Cell`` for 0."""
+               norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU, form: str = "nested") -> nn.Module:
+    """The block of one trellis node: an ``RSPBlock`` of depth ``depth`` and form ``form``, or a plain
+    ``Cell`` for depth 0."""
     if depth < 0:
         raise ValueError(f"RSP depth must be >= 0, got {depth}")
     if depth == 0:
         return Cell(channels, ops, num_nodes, label, norm_layer, act_layer)
-    return RSPBlock(channels, depth, ops, num_nodes, label, norm_layer, act_layer)
+    return RSPBlock(channels, depth, ops, num_nodes, label, norm_layer, act_layer, form)

@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Type, Union
 import torch
 from torch import nn
 
-from nni.retiarii.nn.pytorch import InputChoice
+from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 from nni.nas.nn.pytorch.mutation_utils import get_fixed_value
 
 
@@ -66,6 +66,26 @@ class PathChoice(FixableInputChoice):
                  **kwargs):
         super().__init__(n_candidates, n_chosen, reduction, prior=prior, label=label, **kwargs)
         self.channels = channels
+
+
+class OpChoice(LayerChoice):
+    """The op of one cell edge: NNI's ``LayerChoice`` that also records the width its candidates were
+    built for and how to build them, so a search can rebuild them narrower (partial channels).
+
+    Under ``fixed_arch`` it is the chosen candidate itself, as a plain ``LayerChoice`` is.
+
+    Args:
+        candidates: op name -> module, built for ``channels`` in and out.
+        label: the choice's label.
+        channels: width of the candidates' input and output.
+        build: ``build(name, channels) -> nn.Module``, the factory of the candidates.
+    """
+
+    def __init__(self, candidates, *, label: Optional[str] = None, channels: int,
+                 build: Optional[Any] = None, **kwargs):
+        super().__init__(candidates, label=label, **kwargs)
+        self.channels = channels
+        self.build = build
 
 
 def choose_inputs(n_candidates: int, n_chosen: int, label: str, kind: Type[FixableInputChoice] = FixableInputChoice,

@@ -18,6 +18,7 @@ from nni.retiarii import model_wrapper
 from ..errors import ConfigError
 
 from ..schema import Section
+from .cell import RSP_FORMS
 from .macro import RESOLUTIONS, Trellis
 from .ops import OPS
 
@@ -39,6 +40,8 @@ class SpaceConfig(Section):
         cell_nodes: nodes ``B`` of the cell.
         ops: candidate ops of the cell (names in ``nni_rspnet.space.ops.OPS``).
         rsp_depth: recursion depth of the RSP block; 0 is the plain full-width cell.
+        rsp_form: ``single`` (one cell per node, on the innermost C/2^r channels) or ``nested`` (a cell
+            at every level: C/2, C/4, ...); see ``space.cell.RSPBlock``.
         head_channels: width of the segmentation head.
         aux_heads: auxiliary heads on the coarser last-layer rows (used in training only).
     """
@@ -57,6 +60,7 @@ class SpaceConfig(Section):
     cell_nodes: int = 4
     ops: List[str] = field(default_factory=lambda: list(OPS))
     rsp_depth: int = 2
+    rsp_form: str = "nested"
     head_channels: int = 32
     aux_heads: bool = False
 
@@ -79,6 +83,8 @@ class SpaceConfig(Section):
         for c in self.channels:
             if c < 1 or c % (2 ** self.rsp_depth):
                 raise ValueError(f"channels: {c} is not a positive multiple of 2 ** rsp_depth = {2 ** self.rsp_depth}")
+        if self.rsp_form not in RSP_FORMS:
+            raise ValueError(f"rsp_form must be one of {list(RSP_FORMS)}, got {self.rsp_form!r}")
         if self.layers < n - 1:
             raise ValueError(f"layers must be >= len(resolutions) - 1 = {n - 1} to reach 1/{self.resolutions[-1]}, "
                              f"got {self.layers}")
@@ -114,7 +120,7 @@ class RSPNet(Trellis):
         cfg = as_space_config(config)
         super().__init__(cfg.in_channels, cfg.num_classes, cfg.stem_channels, cfg.resolutions, cfg.channels,
                          cfg.layers, cfg.paths_per_node, cfg.skip_paths, cfg.ops, cfg.cell_nodes, cfg.rsp_depth,
-                         cfg.head_channels, cfg.aux_heads)
+                         cfg.head_channels, cfg.aux_heads, cfg.rsp_form)
         self.config = cfg
 
 
