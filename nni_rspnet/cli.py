@@ -397,6 +397,52 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- rank-check ----------------------------------------------------------------------------------
+
+def _args_rank_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--search", required=True, metavar="DIR", help="a finished search: the --out folder of 'search'")
+    p.add_argument("--config", default=None,
+                   help="take every section from this config (a file or a shipped name) instead of the search's "
+                        "search_config.json; default: the search's space/search/data and the train section of "
+                        f"{DEFAULT_CONFIG!r}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set train.lr=0.001 (repeatable)")
+    p.add_argument("-n", "--num", type=int, default=8, help="architectures, the search's own included (default 8)")
+    p.add_argument("--epochs", type=int, default=5,
+                   help="training epochs of each architecture alone (default 5; the rest of the recipe is the "
+                        "config's train section)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random architectures and of the trainings")
+    p.add_argument("--calib-batches", type=int, default=10,
+                   help="batches for re-estimating BatchNorm statistics per architecture (default 10)")
+    p.add_argument("--score-batches", type=int, default=0,
+                   help="batches of the search's architecture split to score on (default 0: all)")
+    p.add_argument("--out", default=None, help="output folder (default: SEARCH/rank_check)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+def _cmd_rank_check(args: argparse.Namespace) -> int:
+    import os
+
+    from .config import RunConfig
+    from .schema import parse_overrides, read_sections
+    from .search.rank_check import format_table, read_search_config, run_rank_check
+
+    searched = read_search_config(args.search)
+    sections = read_sections(args.config or DEFAULT_CONFIG)
+    if args.config is None:
+        sections.update(searched)
+    for section, values in parse_overrides(args.overrides).items():
+        sections[section].update(values)
+    cfg = RunConfig.from_sections(sections, args.config or os.path.join(args.search, "search_config.json"))
+    out = args.out or os.path.join(args.search, "rank_check")
+    result = run_rank_check(args.search, cfg.space, cfg.search, cfg.data, cfg.train, out, n=args.num,
+                            epochs=args.epochs, seed=args.seed, device=args.device, calib_batches=args.calib_batches,
+                            score_batches=args.score_batches)
+    print(format_table(result))
+    print(f"written to {os.path.join(out, 'rank_check.json')} and {os.path.join(out, 'rank_check.png')}")
+    return 0
+
+
 # --- demo ----------------------------------------------------------------------------------------
 
 def _args_demo(p: argparse.ArgumentParser) -> None:
@@ -455,6 +501,8 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "space": ("print the search space: labels, size, supernet and sampled-network costs", _args_space, _cmd_space),
     "search": ("two-stage search (cell, then paths with path attention): arch.json, probs.json, --resume",
                _args_search, _cmd_search),
+    "rank-check": ("score architectures with a search's supernet and train them alone: Kendall tau of the two",
+                   _args_rank_check, _cmd_rank_check),
     "latency-table": ("measure every candidate's parameters, MACs and latency at an input size on a device",
                       _args_latency_table, _cmd_latency_table),
     "export-search-space": ("write the NNI tuner search space (JSON) of a model space, for arch_hpo.yml",

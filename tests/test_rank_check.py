@@ -1,0 +1,149 @@
+"""The rank check: supernet scores of sub-networks, trainings alone, Kendall tau, the command and its errors."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from nni_rspnet.cli import main
+from nni_rspnet.errors import ConfigError, ModelFileError
+from nni_rspnet.schema import load_section
+from nni_rspnet.search.driver import run_search
+from nni_rspnet.search.rank_check import (SupernetScorer, rank_correlation, ranks, read_search_config, sample_archs,
+                                          scoring_batches)
+from nni_rspnet.search.settings import SearchConfig
+from nni_rspnet.seg.data import DataConfig
+from nni_rspnet.space.arch import load_arch, random_arch
+from nni_rspnet.space.model import SpaceConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "search_spaces", "tiny.yaml")
+MICRO = [  # a space and data that search in seconds
+    "space.layers=3", "space.resolutions=[4,8]", "space.channels=[8,16]", "space.cell_nodes=3", "space.rsp_depth=1",
+    "space.ops=[skip_connect,conv_3x3,sep_conv_3x3]",
+    "data.num_train=64", "data.num_val=16", "data.image_size=[32,64]", "data.crop_size=[32,64]",
+    "data.batch_size=8", "data.val_batch_size=8",
+    "search.warmup_epochs=1", "search.stage1_epochs=1", "search.stage2_epochs=1",
+]
+SETS = [arg for item in MICRO for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    """A finished micro search (partial channels on, as tiny.yaml has them)."""
+    torch.set_num_threads(1)
+    space, search_cfg = SpaceConfig.from_yaml(TINY, MICRO), SearchConfig.from_yaml(TINY, MICRO)
+    data = load_section(DataConfig, TINY, "data", MICRO)
+    out = tmp_path_factory.mktemp("search")
+    run_search(space, search_cfg, data, out)
+    return space, search_cfg, data, str(out)
+
+
+def _state(scorer):
+    return {k: v.clone() for k, v in scorer.module.state_dict().items()}
+
+
+def test_scores_are_deterministic_tell_archs_apart_and_leave_the_supernet_unchanged(search):
+    space, search_cfg, data, out = search
+    assert search_cfg.partial_channels > 1  # the sub-networks are read out of a PC-DARTS supernet
+    scorer = SupernetScorer.from_search(out, space)
+    calib, evaluation = scoring_batches(data, search_cfg, space.num_classes, calib_batches=2)
+    assert len(calib) == 2 and sum(len(y) for _, y in evaluation) == 32  # the whole architecture split
+    before = _state(scorer)
+    paths = [list(m.inner.chosen) for m in scorer.paths]
+    searched = load_arch(os.path.join(out, "arch.json"), space)
+    other = random_arch(space, 3)
+    assert other != searched
+    a1 = scorer.score(searched, calib, evaluation)
+    b = scorer.score(other, calib, evaluation)
+    a2 = scorer.score(searched, calib, evaluation)
+    assert 0.0 <= a1 <= 1.0 and a1 == a2 and a1 != b
+    after = _state(scorer)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(m.chosen is None for m in scorer.cell_ops) and [list(m.inner.chosen) for m in scorer.paths] == paths
+    assert all(bn.momentum == 0.1 for bn in scorer.norms) and not scorer.net.training
+    # a fresh scorer of the same files gives the same number
+    assert SupernetScorer.from_search(out, space).score(searched, calib, evaluation) == a1
+
+
+def test_apply_restricts_every_choice_to_the_arch(search):
+    space, _, _, out = search
+    scorer = SupernetScorer.from_search(out, space)
+    arch = random_arch(space, 5)
+    scorer.apply(arch)
+    for m in scorer.cell_ops:
+        assert m.op_names[m.chosen] == arch[m.label]
+    for m in scorer.cell_inputs:
+        weights = m._softmax(m._arch_alpha).detach()
+        assert torch.allclose(weights[arch[m.label]], torch.full((2,), 0.5)) and float(weights.sum()) == pytest.approx(1)
+    assert scorer.paths and all(m.inner.chosen == arch[m.label] and m.inner.mean for m in scorer.paths)
+
+
+def test_sampling_ranks_and_correlation():
+    space = SpaceConfig.from_yaml(TINY, MICRO)
+    searched = random_arch(space, 0)
+    archs = sample_archs(space, 4, seed=0, searched=searched)
+    assert [n for n, _ in archs][0] == "searched" and archs[0][1] == searched and len(archs) == 4
+    assert len({json.dumps(a, sort_keys=True) for _, a in archs}) == 4  # distinct, the searched one not repeated
+    assert sample_archs(space, 4, seed=0, searched=searched) == archs
+    assert sample_archs(space, 3, seed=1)[0][0] == "random-1000"
+    assert ranks([0.2, 0.5, 0.2, 0.1]) == [2, 1, 2, 4]
+    assert rank_correlation([1, 2, 3], [0.1, 0.2, 0.3])["kendall_tau"] == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3], [0.3, 0.2, 0.1])["spearman"] == pytest.approx(-1.0)
+    assert rank_correlation([1, 2, 3], [0.2, 0.2, 0.2])["kendall_tau"] is None
+
+
+def test_command_writes_table_json_and_plot(search, tmp_path, capsys):
+    space, _, _, out = search
+    rc = tmp_path / "rc"
+    assert main(["rank-check", "--search", out, "-n", "3", "--epochs", "1", "--out", str(rc), "--threads", "1",
+                 "--calib-batches", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "Kendall tau" in printed and "searched *" in printed
+    result = json.loads((rc / "rank_check.json").read_text())
+    assert result["complete"] and result["trained"] == 3 and len(result["archs"]) == 3
+    assert [a["searched"] for a in result["archs"]] == [True, False, False]
+    assert result["archs"][0]["arch"] == load_arch(os.path.join(out, "arch.json"))
+    for a in result["archs"]:
+        assert 0 <= a["supernet_miou"] <= 1 and 0 <= a["trained_miou"] <= 1 and a["params"] > 0
+        assert (rc / "train" / a["name"] / "model.pt").is_file()
+    assert -1.0 <= result["kendall_tau"] <= 1.0 and -1.0 <= result["spearman"] <= 1.0
+    assert sorted(a["rank_supernet"] for a in result["archs"]) == [1, 2, 3]
+    assert result["settings"]["epochs"] == 1 and result["settings"]["space"] == space.to_dict()
+    png = (rc / "rank_check.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    # a rerun with the same settings keeps the finished trainings
+    stamp = (rc / "train" / "searched" / "model.pt").stat().st_mtime_ns
+    assert main(["rank-check", "--search", out, "-n", "3", "--epochs", "1", "--out", str(rc), "--threads", "1",
+                 "--calib-batches", "2"]) == 0
+    assert "kept from an earlier run" in capsys.readouterr().out
+    assert (rc / "train" / "searched" / "model.pt").stat().st_mtime_ns == stamp
+    assert json.loads((rc / "rank_check.json").read_text())["kendall_tau"] == result["kendall_tau"]
+
+
+def test_bad_inputs_are_one_line_errors(search, tmp_path, capsys):
+    space, _, _, out = search
+    cases = [
+        (["--search", str(tmp_path / "nowhere")], "search folder not found"),
+        (["--search", str(tmp_path)], "not a search folder"),
+        (["--search", out, "-n", "1"], "at least 2 architectures"),
+        (["--search", out, "--set", "space.layers=2"], "another space"),
+    ]
+    for args, message in cases:
+        assert main(["rank-check", *args, "--out", str(tmp_path / "rc")]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    no_supernet = tmp_path / "half"
+    no_supernet.mkdir()
+    (no_supernet / "search_config.json").write_text((open(os.path.join(out, "search_config.json")).read()))
+    (no_supernet / "arch.json").write_text(open(os.path.join(out, "arch.json")).read())
+    assert main(["rank-check", "--search", str(no_supernet), "--out", str(tmp_path / "rc")]) == 2
+    assert "supernet_stage1.pt not found" in capsys.readouterr().err
+    (no_supernet / "supernet_stage1.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelFileError, match="not a readable supernet"):
+        SupernetScorer.from_search(str(no_supernet), space)
+    with pytest.raises(ConfigError, match="not a search folder"):
+        read_search_config(str(tmp_path))
+    assert not (tmp_path / "rc").exists()  # nothing was written for a refused check
