@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke-test sizes (tiny data, one epoch, few rounds)")
     p.add_argument("--out", default="runs/benchmark", help="folder of results.json, searches and training runs")
     p.add_argument("--markdown", default="BENCHMARKS.md", help="the page to write")
-    p.add_argument("--quality-epochs", type=int, default=None, help="training epochs of every quality run")
+    p.add_argument("--quality-epochs", type=int, default=None,
+                   help="training epochs of every quality run (default: the config's train.epochs)")
+    p.add_argument("--jobs", type=int, default=1, help="quality jobs at once (processes with one thread each)")
     p.add_argument("--latency-rounds", type=int, default=None, help="interleaved timing rounds")
     p.add_argument("--render-only", action="store_true", help="rewrite the page from the stored results, run nothing")
     return p
@@ -62,6 +64,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = cfg.quick_version()
     if args.quality_epochs is not None:
         cfg = replace(cfg, quality_epochs=args.quality_epochs)
+    if args.jobs > 1:
+        cfg = replace(cfg, quality_jobs=args.jobs)
     if args.latency_rounds is not None:
         cfg = replace(cfg, latency_rounds=args.latency_rounds)
     sections = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else list(SECTIONS)

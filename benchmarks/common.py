@@ -17,6 +17,10 @@ from nni_rspnet.config import RunConfig
 from nni_rspnet.fileio import write_json
 from nni_rspnet.space.arch import load_arch
 
+# The quality section's quick sizes: the config's space, tiny data, a one-epoch search (plumbing only).
+QUICK_QUALITY = ("data.num_train=32", "data.num_val=16", "data.image_size=[32,64]", "data.crop_size=[32,64]",
+                 "data.batch_size=8", "data.val_batch_size=8", "search.warmup_epochs=0", "search.stage1_epochs=1",
+                 "search.stage2_epochs=1", "search.limit_batches=2")
 SECTIONS = ("search", "search_cost", "latency", "quality", "demo", "gpu")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,9 +42,20 @@ class BenchmarkConfig:
         latency_classes: output classes of every network in the latency table (Cityscapes: 19).
         latency_threads: torch CPU threads while timing.
         latency_rounds, latency_warmup: timed and untimed interleaved rounds.
-        quality_epochs: training epochs of every quality run (the equal budget).
-        quality_searched_seeds, quality_peer_seeds: training seeds of the searched net and LR-ASPP.
-        quality_random: number of random architectures (one training seed each).
+        quality_config: the config of the quality section (default ``tiny_config``): its search, data and
+            train sections are the budgets (see ``quality.py``).
+        quality_datasets: its tasks, among ``builtin`` (digits) and ``shapes``.
+        quality_epochs: training epochs of every quality run (``None``: the config's ``train.epochs``).
+        quality_search_seeds: searches (``search.seed`` = 0, 1, ...) per task.
+        quality_train_seeds: training seeds of every network of the section.
+        quality_random: random architectures of similar cost per task.
+        quality_param_tolerance: "similar cost": parameters within this fraction of the searched mean.
+        quality_rank_archs, quality_rank_epochs: architectures and training epochs of the rank check
+            (0 architectures: no rank check).
+        quality_calib_batches: BatchNorm recalibration batches of the supernet scores.
+        quality_overrides: ``SECTION.KEY=VALUE`` overrides of the quality config (quick mode shrinks it).
+        quality_jobs: jobs at once (worker processes, ``train_threads`` threads each).
+        quality_found_dir: where the quoted architectures are written (``None``: nowhere).
         train_threads: torch threads of the search and the training runs (1: on a shared machine more
             threads spin for busy cores and run several times slower).
         demo_timeout_s: the demo's time limit.
@@ -65,10 +80,19 @@ class BenchmarkConfig:
     latency_threads: int = 2
     latency_rounds: int = 15
     latency_warmup: int = 2
-    quality_epochs: int = 5
-    quality_searched_seeds: int = 2
-    quality_peer_seeds: int = 1
+    quality_config: Optional[str] = None
+    quality_datasets: Sequence[str] = ("builtin", "shapes")
+    quality_epochs: Optional[int] = None
+    quality_search_seeds: int = 3
+    quality_train_seeds: int = 2
     quality_random: int = 5
+    quality_param_tolerance: float = 0.10
+    quality_rank_archs: int = 8
+    quality_rank_epochs: int = 5
+    quality_calib_batches: int = 10
+    quality_overrides: List[str] = field(default_factory=list)
+    quality_jobs: int = 1
+    quality_found_dir: Optional[str] = os.path.join(ROOT, "search_spaces", "found")
     train_threads: int = 1
     demo_timeout_s: float = 1500.0
     search_cost_rounds: int = 2
@@ -81,8 +105,10 @@ class BenchmarkConfig:
         """The smoke-test sizes: tiny data, one epoch, few rounds, small latency inputs."""
         return replace(self, data_train=16, data_val=8, image_size=[32, 64], search_epochs=[0, 1, 1],
                        search_limit_batches=2, latency_size=[64, 128], latency_rounds=3,
-                       latency_warmup=1, quality_epochs=1, quality_searched_seeds=1, quality_peer_seeds=1,
-                       quality_random=2, gpu_size=[128, 256], quick=True)
+                       latency_warmup=1, quality_epochs=1, quality_search_seeds=2, quality_train_seeds=1,
+                       quality_random=2, quality_rank_archs=3, quality_rank_epochs=1, quality_calib_batches=2,
+                       quality_overrides=list(QUICK_QUALITY), quality_found_dir=None, gpu_size=[128, 256],
+                       quick=True)
 
 
 def results_path(cfg: BenchmarkConfig) -> str:
@@ -158,7 +184,8 @@ def configs(cfg: BenchmarkConfig, path: str, overrides: Sequence[str] = ()) -> R
                               threads=cfg.train_threads)
     sections["data"] = dict(tiny.to_dict()["data"], num_train=cfg.data_train, num_val=cfg.data_val,
                             image_size=list(cfg.image_size), crop_size=list(cfg.image_size))
-    sections["train"] = dict(tiny.to_dict()["train"], epochs=cfg.quality_epochs, threads=cfg.train_threads,
+    sections["train"] = dict(tiny.to_dict()["train"], epochs=cfg.quality_epochs or tiny.train.epochs,
+                             threads=cfg.train_threads,
                              warmup_epochs=min(tiny.train.warmup_epochs, 1.0), **cfg.train_overrides)
     return RunConfig.from_sections(sections, f"{path} (benchmark sizes)")
 

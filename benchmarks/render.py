@@ -90,26 +90,84 @@ def render_latency(r: Dict[str, Any]) -> str:
                       "median of per-round ratios"], rows))
 
 
+def _ms(g: Optional[Dict[str, Any]]) -> str:
+    """``mean ± sd (n runs)`` of a stored group or architecture."""
+    if not g or g.get("mean") is None:
+        return "n/a"
+    sd = f" ± {g['sd']:.4f}" if g.get("sd") is not None else ""
+    return f"{g['mean']:.4f}{sd} ({g['n']} run{'s' if g['n'] != 1 else ''})"
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _tau(d: Optional[Dict[str, Any]]) -> str:
+    if not d or d.get("kendall_tau") is None:
+        return "n/a"
+    return (f"Kendall tau **{d['kendall_tau']:+.2f}** (p {d['kendall_p']:.2f}), Spearman {d['spearman']:+.2f} "
+            f"(p {d['spearman_p']:.2f})")
+
+
+def quality_goal_text(goal: Dict[str, Any]) -> str:
+    """The numbers behind the quality goal of one task."""
+    peers = ", ".join(f"{name} {goal[k]:.4f}" for k, name in (("plain_cnn", "plain CNN"), ("lraspp", "LR-ASPP"))
+                      if goal.get(k) is not None)
+    return (f"searched {goal['searched']:.4f} vs best random {goal['best_random']:.4f} ({goal['best_random_name']}, "
+            f"{goal['margin'] * 100:+.1f} points)" + (f"; {peers}" if peers else ""))
+
+
 def render_quality(r: Dict[str, Any]) -> str:
-    groups: Dict[str, List[Dict[str, Any]]] = {}
-    for row in r["rows"]:
-        groups.setdefault(row["name"], []).append(row)
-    rows = []
-    for name, runs in groups.items():
-        vals = [x["val_miou"] for x in runs if x["val_miou"] is not None]
-        losses = [x["val_loss"] for x in runs if x.get("val_loss") is not None]
-        accs = [x["pixel_accuracy"] for x in runs if x.get("pixel_accuracy") is not None]
-        rows.append([name, f"{runs[0]['params']:,}", f"{runs[0]['macs'] / 1e6:.1f} M", _mean_spread(vals),
-                     ", ".join(f"{x['val_miou']:.4f}" for x in runs if x["val_miou"] is not None),
-                     f"{statistics.mean(losses):.3f}" if losses else "n/a",
-                     f"{statistics.mean(accs):.4f}" if accs else "n/a",
-                     f"{statistics.mean(x['seconds'] for x in runs) / 60:.1f} min"])
-    h, w = r["image_size"]
-    return (f"Built-in data, {r['num_train']} train / {r['num_val']} val images at {h}x{w}, {r['epochs']} epochs, "
-            f"{r['optimizer']} lr {r['lr']}, batch {r['batch_size']}, {r['threads']} thread(s) per run; "
-            f"final-epoch val mIoU (11 classes).\n\n"
-            + _table(["network", "params", "MACs", "val mIoU mean ± sd", "per seed", "val loss (mean)",
-                      "pixel accuracy (mean)", "train time per run"], rows))
+    if "tasks" not in r:
+        return ("Stored results of an older version of this section; rerun `python -m benchmarks --only quality` "
+                "(or `python -m benchmarks.quality`).")
+    d = r["design"]
+    parts = [f"Per task: {d['search_seeds']} searches (`search.seed` 0..{d['search_seeds'] - 1}), {d['random']} "
+             f"random architectures of the same space with parameters within ±{d['param_tolerance']:.0%} of the "
+             f"searched architectures' mean, a plain CNN and LR-ASPP-MobileNetV3-Large (no pretrained weights); "
+             f"every network trained with {_n(d['train_seeds'], 'seed')}, {_n(d['threads'], 'thread')} per run. In the "
+             "picture, searched runs are coloured by search seed and the bars are group means.",
+             f"![val mIoU per group, one point per training run]({r['plot']})"]
+    for task, t in r["tasks"].items():
+        s, sm = t["settings"], t["summary"]
+        tr, (h, w) = s["train"], s["image_size"]
+        ep = s["search_epochs"]
+        parts.append(f"### {task}\n\n`{s['data']}` ({s['num_classes']} classes), {s['num_train']} train / "
+                     f"{s['num_val']} val images at {h}x{w}, config `{s['config']}`. Every run: {_n(tr['epochs'], 'epoch')}, "
+                     f"{tr['optimizer']} lr {tr['lr']}, batch {s['batch_size']}; each search: {ep[0]}+{ep[1]}+{ep[2]} "
+                     f"epochs (warm-up, stage 1, stage 2), {s['search_limit_batches'] or 'all'} batches per epoch and "
+                     f"split. mIoU: final epoch, on the val split.")
+        parts.append(_table(["group", "val mIoU mean ± sd"],
+                            [[name, _ms(sm["groups"].get(g))] for g, name in (
+                                ("searched", "searched"), ("random", "random, similar cost"),
+                                ("plain_cnn", "plain CNN"), ("lraspp", PEER_NAMES["lraspp"]))]))
+        rows = []
+        for a in sm["archs"]:
+            rank = a.get("rank_among_random")
+            rows.append([a["name"], f"{a['params']:,}", f"{a['macs'] / 1e6:.1f} M", _ms(a),
+                         ", ".join(f"{v:.4f}" for v in a["values"]), "" if rank is None else str(rank)])
+        parts.append(_table(["network", "params", "MACs", "val mIoU mean ± sd", "per run", "rank among random"],
+                            rows))
+        lines = []
+        goal = sm.get("goal")
+        if goal:
+            status = "not measured (quick mode: plumbing only)" if r.get("quick") else _met(goal["met"], True)
+            lines.append(f"Goal (searched mean >= best random mean + {GOAL_MIOU_MARGIN:.2f}, and above the plain CNN and "
+                         f"LR-ASPP): {status}: {quality_goal_text(goal)}.")
+        if sm.get("searched_mean_rank") is not None:
+            lines.append(f"Searched architectures' mean rank among the {len(t.get('random') or [])} random ones "
+                         f"(1 = better than all): {sm['searched_mean_rank']:.1f}.")
+        rc = sm.get("rank_check")
+        if rc:
+            lines.append(f"`nni-rspnet rank-check` on search seed 0 ({rc['n']} architectures: its own and random "
+                         f"draws, {_n(rc['epochs'], 'epoch')} each): {_tau(rc)}.")
+        tt = sm.get("table_tau")
+        if tt:
+            lines.append(f"The table's {tt['n']} architectures, scored by the supernet of search seed 0 against their "
+                         f"mean mIoU above: {_tau(tt)}.")
+        if lines:
+            parts.append("\n".join(f"- {line}" for line in lines))
+    return "\n\n".join(parts)
 
 
 def render_demo(r: Dict[str, Any]) -> str:
@@ -191,17 +249,16 @@ def goals(results: Dict[str, Any]) -> List[List[str]]:
                      f"its lightest is {floor['params'] / 1e6:.2f} M, {floor['round_ratio']:.2f}x LR-ASPP latency",
                      _met(floor["params"] <= GOAL_PARAMS, True) + (" (not reachable as configured)"
                                                                    if floor["params"] > GOAL_PARAMS else "")])
-    q = results.get("quality")
-    searched = [x["val_miou"] for x in q["rows"] if x["kind"] == "searched" and x["val_miou"] is not None] if q else []
-    random = [x["val_miou"] for x in q["rows"] if x["kind"] == "random" and x["val_miou"] is not None] if q else []
-    if searched and random:
-        s, b = statistics.mean(searched), max(random)
-        status = _met(s >= b + GOAL_MIOU_MARGIN, True)
-        if max(searched + random) < 0.1:  # nothing beat the all-background level: no ranking possible
-            status = "**inconclusive** (no network learned past all-background at this budget)"
-        rows.append(["searched >= best random + 1 mIoU point (mean over seeds vs best random)",
-                     f"{s:.4f} vs {b:.4f} ({(s - b) * 100:+.1f} points)", status])
-    else:
+    quality = results.get("quality") or {}
+    tasks = quality.get("tasks") or {}
+    for task, t in tasks.items():
+        goal = t.get("summary", {}).get("goal")
+        status = _met(goal["met"], True) if goal else "not measured"
+        if goal and quality.get("quick"):
+            status = "not measured (quick mode: plumbing only)"
+        rows.append([f"{task}: searched >= best random + 1 mIoU point, and above plain CNN and LR-ASPP "
+                     "(means over runs)", quality_goal_text(goal) if goal else "n/a", status])
+    if not tasks:
         rows.append(["searched >= best random + 1 mIoU point", "n/a", "not measured"])
     return rows
 
@@ -312,36 +369,35 @@ def _note_latency(r: Dict[str, Any], results: Dict[str, Any]) -> str:
 
 
 def _note_quality(r: Dict[str, Any], results: Dict[str, Any]) -> str:
-    parts = ["Every network is trained by the product's own `train_network` with the same data, epochs, optimiser, "
-             "schedule and batch size; the mIoU is the final epoch's on the built-in validation split. "
-             "\"± sd\" is the sample standard deviation over training seeds (weights and data order); random "
-             "architectures are `random_arch(space, seed)` for seeds 0.., one training seed each. The search chose "
-             "its paths on the same built-in validation split (generated from the same seed), which favours the "
-             "searched architecture slightly."]
-    search = results.get("search", {}).get("runs", {}).get("tiny")
-    mious = [x["val_miou"] for x in r["rows"] if x.get("val_miou") is not None]
-    if mious and max(mious) < 0.1:
-        parts.append(f"At this budget ({r['epochs']} epochs of {r['num_train']} images, what fitted next to the "
-                     "other sections on the shared CPU) no network got past the all-background level (about 0.08 "
-                     "mIoU: background is about 87 % of the pixels): the mIoU columns cannot rank these networks "
-                     "and the +1 point goal is untested, not failed. Validation loss still differs between networks "
-                     "and is the only (weak) signal here"
-                     + ("; pixel accuracy is the same for all, the share of background pixels."
-                        if len({round(x.get("pixel_accuracy") or 0, 4) for x in r["rows"]}) == 1 else ".")
-                     + (" For scale: `benchmarks/train_builtin.py` (a random tiny architecture, 2000 images, this "
-                        "recipe: SGD lr 0.05 from `tiny.yaml`) reached only 0.096 mIoU after 6 epochs (15 min) on "
-                        "this machine." if r.get("optimizer") == "sgd" else ""))
-    # 11 classes, background ~ 87 % of pixels: predicting background everywhere scores about 0.08 mIoU
-    if search and search.get("val_miou_supernet") is not None and search["val_miou_supernet"] < 0.1:
-        parts.append(f"The search behind \"searched\" ended with a supernet validation mIoU of "
-                     f"{search['val_miou_supernet']:.4f} after {sum(search['epochs'])} short epochs: the "
-                     "all-background level. The supernet had not yet learned to segment digits, so its "
-                     "architecture choices carry little signal and \"searched\" is close to one more random draw. "
-                     "A longer search (the demo's, or `nni-rspnet search` with all batches) is the fair test of "
-                     "the +1 point goal; it did not fit this session's shared CPU.")
+    if "tasks" not in r:
+        return ""
+    parts = ["Every network is trained by the product's own `train_network` with the config's train section (same "
+             "epochs, optimiser, schedule and batch size) and scored on the task's val split, which no search sees "
+             "(a search trains its weights and architecture on two halves of the train split). \"± sd\" is the "
+             "sample standard deviation over all runs of a group or network (training seeds: weights and data "
+             "order). Random architectures are the first `random_arch(space, seed)`, seed = 0, 1, ..., within the "
+             "parameter band, so they are a fixed, reproducible draw. Rank among random: 1 + the random "
+             "architectures with a higher mean. Kendall tau near 1 means the supernet ranks architectures as "
+             "training them alone does; near 0, its choice is close to a random draw. The found and random "
+             "architectures are in `search_spaces/found/` (`<space>-<task>-seed<s>.json`, "
+             "`<space>-<task>-random<seed>.json`)."]
+    for task, t in ({} if r.get("quick") else r["tasks"]).items():  # quick mode: plumbing, nothing to read
+        sm = t.get("summary", {})
+        goal, rc = sm.get("goal"), sm.get("rank_check") or {}
+        tau = rc.get("kendall_tau")
+        if goal and not goal["met"] and tau is not None and tau < 0.3:
+            parts.append(f"{task}: the goal is not met and the supernet's ranking barely predicts training alone "
+                         f"(rank-check tau {tau:+.2f}): the search is choosing on a weak signal, so its "
+                         "architectures land where random ones do. The fix is in the supernet (longer warm-up and "
+                         "stage 1, sub-networks closer to the trained networks), not in more search seeds.")
+        elif goal and not goal["met"] and tau is not None:
+            parts.append(f"{task}: the goal is not met although the supernet ranks architectures fairly (rank-check "
+                         f"tau {tau:+.2f}): the architectures of similar cost differ little at this budget, or the "
+                         "search's own decoding (argmax, top-k paths) strays from what the supernet scores best.")
     if not r.get("complete", True):
-        parts.append(f"**Incomplete:** {len(r['rows'])} of {r.get('planned', '?')} planned runs had finished when this "
-                     "page was written.")
+        done = sum(len(t.get("runs", {})) + len(t.get("searches", {})) for t in r["tasks"].values())
+        parts.append(f"**Incomplete:** {done} jobs had finished when this page was written "
+                     "(`python -m benchmarks.quality` continues the run).")
     return "\n\n".join(parts)
 
 

@@ -406,7 +406,8 @@ def _args_rank_check(p: argparse.ArgumentParser) -> None:
                         "search_config.json; default: the search's space/search/data and the train section of "
                         f"{DEFAULT_CONFIG!r}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set train.lr=0.001 (repeatable)")
+                   help="override one space/data/train value, e.g. --set train.lr=0.001 (repeatable; the search "
+                        "settings are those saved with the supernet)")
     p.add_argument("-n", "--num", type=int, default=8, help="architectures, the search's own included (default 8)")
     p.add_argument("--epochs", type=int, default=5,
                    help="training epochs of each architecture alone (default 5; the rest of the recipe is the "
@@ -435,7 +436,7 @@ def _cmd_rank_check(args: argparse.Namespace) -> int:
         sections[section].update(values)
     cfg = RunConfig.from_sections(sections, args.config or os.path.join(args.search, "search_config.json"))
     out = args.out or os.path.join(args.search, "rank_check")
-    result = run_rank_check(args.search, cfg.space, cfg.search, cfg.data, cfg.train, out, n=args.num,
+    result = run_rank_check(args.search, cfg.space, cfg.data, cfg.train, out, n=args.num,
                             epochs=args.epochs, seed=args.seed, device=args.device, calib_batches=args.calib_batches,
                             score_batches=args.score_batches)
     print(format_table(result))

@@ -139,7 +139,8 @@ class SupernetScorer:
 
     Args:
         space_cfg: the searched space.
-        search_cfg: the search settings (partial channels, temperatures: how the supernet was built).
+        search_cfg: the search settings (partial channels, temperatures: how the supernet was built; its
+            ``arch_fraction`` and ``seed`` give the split to score on, see ``scoring_batches``).
         weights: the supernet's state dict (``supernet_stage1.pt``'s ``model``).
         device: where to run.
     """
@@ -147,6 +148,7 @@ class SupernetScorer:
     def __init__(self, space_cfg: SpaceConfig, search_cfg: SearchConfig, weights: Mapping[str, torch.Tensor],
                  device: str = "cpu"):
         self.space_cfg = space_cfg
+        self.search_cfg = search_cfg
         self.device = torch.device(device)
         self.module = build_stage1_supernet(space_cfg, search_cfg)
         try:
@@ -330,8 +332,7 @@ def ranks(values: Sequence[float]) -> List[int]:
 
 # --- the whole check --------------------------------------------------------------------------------
 
-def run_rank_check(search_dir: str, space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: DataConfig,
-                   train_cfg: TrainConfig, out_dir: str, n: int = 8, epochs: int = 5, seed: int = 0,
+def run_rank_check(search_dir: str, space_cfg: SpaceConfig, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir: str, n: int = 8, epochs: int = 5, seed: int = 0,
                    device: str = "cpu", calib_batches: int = 10, score_batches: int = 0,
                    log: Optional[Log] = print) -> Dict[str, Any]:
     """Samples, scores, trains and correlates (see the module docstring); writes ``rank_check.json`` (after
@@ -342,7 +343,8 @@ def run_rank_check(search_dir: str, space_cfg: SpaceConfig, search_cfg: SearchCo
 
     Args:
         search_dir: a ``run_search`` output folder (``arch.json``, ``supernet_stage1.pt``).
-        space_cfg, search_cfg, data_cfg: the search's sections (``read_search_config``).
+        space_cfg, data_cfg: the search's space and data (``read_search_config``); the search settings
+            (how the supernet was built, the split) are those saved with the supernet.
         train_cfg: the recipe of the trainings alone; ``epochs`` and ``seed`` replace its own.
         out_dir: where the results and each training (``train/<name>``) go.
         n: architectures, the searched one included (>= 2).
@@ -378,13 +380,14 @@ def run_rank_check(search_dir: str, space_cfg: SpaceConfig, search_cfg: SearchCo
     train = replace(train_cfg, epochs=epochs, seed=seed)
     settings = {"search_dir": os.path.abspath(search_dir), "n": n, "epochs": epochs, "seed": seed,
                 "calib_batches": calib_batches, "score_batches": score_batches, "space": space_cfg.to_dict(),
-                "search": search_cfg.to_dict(), "data": data_cfg.to_dict(), "train": train.to_dict()}
+                "search": scorer.search_cfg.to_dict(), "data": data_cfg.to_dict(), "train": train.to_dict()}
     result_path = os.path.join(out_dir, RESULT_FILE)
     previous = _previous(result_path, settings)
 
     archs = sample_archs(space_cfg, n, seed, searched)
     h, w = data_cfg.image_size
-    calibration, evaluation = scoring_batches(data_cfg, search_cfg, space_cfg.num_classes, calib_batches,
+    # the split the supernet was searched on (its saved settings)
+    calibration, evaluation = scoring_batches(data_cfg, scorer.search_cfg, space_cfg.num_classes, calib_batches,
                                               score_batches)
     say(f"[rank-check] scoring {n} architectures with the stage-1 supernet of {search_dir} "
         f"({len(calibration)} calibration batches, {sum(len(y) for _, y in evaluation)} images of the architecture "

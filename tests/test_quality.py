@@ -1,0 +1,137 @@
+"""The quality section of the benchmarks: its reference network, its plan, cost-matched random
+architectures, and a quick end-to-end run that resumes."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+
+from benchmarks.baselines import plain_cnn
+from benchmarks.common import BenchmarkConfig, load_results, store_result
+from benchmarks.quality import Job, main, new_state, plan, record, similar_cost_archs, task_config
+from nni_rspnet.config import RunConfig
+from nni_rspnet.measure import count_params
+from nni_rspnet.space.arch import build_network, load_arch, random_arch
+
+MICRO = ["space.layers=3", "space.resolutions=[4,8]", "space.channels=[8,16]", "space.cell_nodes=3",
+         "space.rsp_depth=1", "space.ops=[skip_connect,conv_3x3,sep_conv_3x3]"]
+
+
+def test_plain_cnn_is_the_baseline_of_the_issue():
+    net = plain_cnn(11)
+    assert count_params(net) == 107_675  # "about 108k parameters"
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32, 32, 64, 64, 64, 11]
+    assert [c.stride[0] for c in convs[:6]] == [1, 2, 1, 2, 1, 1] and [c.dilation[0] for c in convs[:6]] == [1] * 4 + [2, 4]
+    with torch.no_grad():
+        assert net.eval()(torch.zeros(1, 3, 50, 97)).shape == (1, 11, 50, 97)
+    with pytest.raises(ValueError, match="6 layers"):
+        plain_cnn(11, widths=(8, 8))
+
+
+def test_random_architectures_of_similar_cost_are_deterministic(tmp_path):
+    cfg = BenchmarkConfig(out_dir=str(tmp_path)).quick_version()
+    run = task_config(replace(cfg, quality_overrides=list(cfg.quality_overrides) + MICRO), "builtin")
+    searched = random_arch(run.space, 0)
+    target = count_params(build_network(run.space, searched))
+    picked = similar_cost_archs(run, target, 3, 0.1, [searched])
+    assert picked == similar_cost_archs(run, target, 3, 0.1, [searched])
+    assert [p["seed"] for p in picked] == sorted(p["seed"] for p in picked) and 0 not in [p["seed"] for p in picked]
+    for p in picked:
+        assert abs(p["params"] - target) <= 0.1 * target and p["arch"] == random_arch(run.space, p["seed"])
+        assert p["params"] == count_params(build_network(run.space, p["arch"]))
+    with pytest.raises(RuntimeError, match="widen quality_param_tolerance"):
+        similar_cost_archs(run, 10.0, 1, 0.1, [], max_draws=5)
+
+
+def test_plan_runs_one_of_each_kind_first_and_skips_finished_runs(tmp_path):
+    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO)
+    run = task_config(cfg, "builtin")
+    own = RunConfig.load(cfg.tiny_config, MICRO)  # the budgets are the config's own, not the benchmark's
+    assert run.train.epochs == own.train.epochs and run.search.stage1_epochs == own.search.stage1_epochs
+    assert run.search.limit_batches == own.search.limit_batches and run.data.num_train == own.data.num_train
+    state = new_state("digits", "builtin", run)
+    first = sorted(plan(cfg, state, run, 0), key=lambda j: j.order)
+    assert [j.key for j in first] == ["search seed0", "search seed1", "search seed2"] + [
+        f"{g} train{t}" for t in (0, 1) for g in ("plain_cnn", "lraspp")]
+    assert [j.spec["sections"]["search"]["seed"] for j in first[:3]] == [0, 1, 2]
+    arch = random_arch(run.space, 1)
+    for s in range(3):
+        state["searches"][str(s)] = {"arch": arch, "params": 1}
+    state["random"] = [{"seed": 9, "name": "random 9", "arch": arch}, {"seed": 12, "name": "random 12", "arch": arch}]
+    state["runs"]["plain_cnn train0"] = {"group": "plain_cnn", "val_miou": 0.3}
+    order = [j.key for j in sorted(plan(cfg, state, run, 0), key=lambda j: j.order)]
+    assert order[:5] == ["searched seed0 train0", "random 9 train0", "lraspp train0", "rank check", "scores"]
+    assert order[5:8] == ["searched seed1 train0", "searched seed2 train0", "random 12 train0"]
+    assert all(k.endswith("train1") for k in order[8:]) and len(order) == 8 + 3 + 2 + 2
+    assert "plain_cnn train0" not in order  # finished
+    # the rank check and the table's scores judge the first search's supernet
+    rank = next(j for j in plan(cfg, state, run, 0) if j.key == "rank check")
+    assert rank.spec["search_dir"].endswith("search_seed0") and rank.spec["n"] == cfg.quality_rank_archs
+    assert rank.spec["epochs"] == cfg.quality_rank_epochs and rank.spec["sections"]["search"]["seed"] == 0
+
+
+def test_found_architectures_are_written_outside_quick_mode(tmp_path):
+    found = tmp_path / "found"
+    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO, quality_search_seeds=2,
+                  quality_random=2, quality_param_tolerance=0.5, quality_found_dir=str(found))
+    assert BenchmarkConfig().quick_version().quality_found_dir is None
+    run = task_config(cfg, "builtin")
+    state = new_state("digits", "builtin", run)
+    for s in range(2):
+        arch = random_arch(run.space, 100 + s)
+        result = {"arch": arch, "params": count_params(build_network(run.space, arch))}
+        record(cfg, state, run, Job("digits", f"search seed{s}", (0,), {"kind": "search"}), result, lambda m: None)
+        assert (state["random"] is None) == (s == 0)  # picked once every search has finished
+    names = sorted(p.name for p in found.iterdir())
+    assert names == sorted([f"{run.space.name}-digits-seed0.json", f"{run.space.name}-digits-seed1.json"]
+                           + [f"{run.space.name}-digits-random{r['seed']}.json" for r in state["random"]])
+    assert load_arch(found / f"{run.space.name}-digits-seed1.json", run.space) == random_arch(run.space, 101)
+
+
+def test_quality_command_rejects_bad_jobs(capsys):
+    assert main(["--jobs", "0"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_quality_runs_in_two_processes_and_resumes(tmp_path, capsys):
+    """The whole section at quick sizes on a micro space: searches, trainings, rank check and scores in two
+    worker processes, then a rerun that redoes only the run removed from the stored results."""
+    out, page = tmp_path / "bench", tmp_path / "BENCHMARKS.md"
+    args = ["--dataset", "both", "--quick", "--out", str(out), "--markdown", str(page)]
+    args += [a for item in MICRO for a in ("--set", item)]
+    assert main(args + ["--jobs", "2"]) == 0
+    cfg = BenchmarkConfig(out_dir=str(out))
+    q = load_results(cfg)["quality"]
+    assert q["complete"] and q["quick"] and set(q["tasks"]) == {"digits", "shapes"}
+    for task, t in q["tasks"].items():
+        assert len(t["searches"]) == 2 and len(t["random"]) == 2
+        groups = t["summary"]["groups"]
+        assert [groups[g]["n"] for g in ("searched", "random", "plain_cnn", "lraspp")] == [2, 2, 1, 1]
+        mean = sum(s["params"] for s in t["searches"].values()) / 2
+        assert all(abs(r["params"] - mean) <= 0.1 * mean for r in t["random"])
+        assert t["summary"]["rank_check"]["n"] == 3 and -1 <= t["summary"]["rank_check"]["kendall_tau"] <= 1
+        assert t["summary"]["table_tau"]["n"] == 4
+        for s in t["searches"].values():  # each search's export is the arch its runs trained
+            assert load_arch(os.path.join(s["dir"], "arch.json")) == s["arch"]
+    assert q["tasks"]["shapes"]["settings"]["num_classes"] == 7
+    assert q["tasks"]["shapes"]["settings"]["data"].startswith("folder:")
+    text = page.read_text()
+    assert "### digits" in text and "### shapes" in text and "Kendall tau" in text and "| plain CNN | 107," in text
+    assert (tmp_path / "docs" / "quality.png").read_bytes().startswith(b"\x89PNG")
+
+    # drop one finished run: the rerun (one process) does it again and nothing else
+    del q["tasks"]["digits"]["runs"]["random {} train0".format(q["tasks"]["digits"]["random"][1]["seed"])]
+    store_result(replace(cfg, quick=True), "quality", q)
+    capsys.readouterr()
+    assert main(args + ["--dataset", "builtin"]) == 0
+    printed = capsys.readouterr().out
+    assert "[quality] 1 jobs run" in printed and "continuing" in printed
+    again = load_results(cfg)["quality"]
+    assert set(again["tasks"]) == {"digits", "shapes"}  # the task not rerun stays on the page
+    assert json.dumps(again["tasks"]["shapes"]["runs"], sort_keys=True) == json.dumps(
+        q["tasks"]["shapes"]["runs"], sort_keys=True)
