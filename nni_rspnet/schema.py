@@ -12,14 +12,13 @@ value the dataclass' own ``validate()`` rejects is a ``ConfigError`` that names 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from typing import Any, ClassVar, Dict, Iterable, Mapping, Optional, Tuple, Type, TypeVar
 
-import yaml
-
 from .errors import ConfigError
-from .fileio import read_yaml
+from .fileio import parse_yaml, read_yaml, short
 from .resources import resolve
 
 T = TypeVar("T")
@@ -45,15 +44,15 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
                 return check_type(value, arg, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {short(value)}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {short(value)}")
         inner = args[0] if args else Any
         return [check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {short(value)}")
         return dict(value)
     expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp)
     if expected is None:
@@ -63,7 +62,9 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
           float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
           str: lambda v: isinstance(v, str)}[tp]
     if not ok(value):
-        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+        raise ConfigError(f"{where}: expected {expected}, got {short(value)}")
+    if tp is float and not math.isfinite(value):  # NaN passes every `x <= 0` check: refuse it here
+        raise ConfigError(f"{where}: expected a finite number, got {value}")
     return float(value) if tp is float else value
 
 
@@ -77,14 +78,20 @@ def from_mapping(cls: Type[T], data: Mapping[str, Any], where: str) -> T:
         raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - fields)
+    unknown = sorted(set(map(str, data)) - fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected one of {sorted(fields)}")
+        raise ConfigError(f"{where}: unknown key {short(unknown[0], 60)}; expected one of {sorted(fields)}")
     kwargs = {k: check_type(v, hints[k], f"{where}: {k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
     except ValueError as err:
-        raise ConfigError(f"{where}: {err}") from None
+        raise ConfigError(f"{where}: {short_message(str(err))}") from None
+
+
+def short_message(text: str, limit: int = 300) -> str:
+    """``text`` on one line, cut at ``limit`` characters (a message that quotes a huge value stays short)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class Section:
@@ -96,9 +103,21 @@ class Section:
     """
 
     SECTION: ClassVar[str] = ""  # its name in a config file
+    # Sane upper bounds, checked before ``validate`` and before anything is allocated: key -> the
+    # largest value (for a list, the largest element). A value past them is a typo or an attack.
+    MAXIMA: ClassVar[Dict[str, float]] = {}
 
     def __post_init__(self) -> None:
+        self.check_maxima()
         self.validate()
+
+    def check_maxima(self) -> None:
+        """Raises ``ValueError`` naming the first value above its bound in ``MAXIMA``."""
+        for key, most in self.MAXIMA.items():
+            value = getattr(self, key)
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v > most:
+                    raise ValueError(f"{key} must be at most {most:g}, got {short(value, 60)}")
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value (the subclasses say what is bad)."""
@@ -133,15 +152,20 @@ def split_key(key: str, where: str, form: str = "SECTION.KEY", example: str = "s
 def parse_overrides(items: Optional[Iterable[str]]) -> Dict[str, Dict[str, Any]]:
     """``['space.layers=3', 'search.epochs=2']`` -> ``{'space': {'layers': 3}, 'search': {'epochs': 2}}``.
 
-    Values are parsed as YAML (``3`` is an int, ``[4, 8]`` a list, ``true`` a bool).
+    Values are parsed as YAML (``3`` is an int, ``[4, 8]`` a list, ``true`` a bool, ``1e6`` a float),
+    safely and bounded (``fileio.parse_yaml``).
+
+    Raises:
+        ConfigError: naming the override: not ``SECTION.KEY=VALUE``, or a value that is not YAML.
     """
     out: Dict[str, Dict[str, Any]] = {}
     for item in items or []:
         key, sep, raw = str(item).partition("=")
         if not sep:
             key = ""  # no value: reported with the form below
-        section, name = split_key(key, f"override {item!r}", "SECTION.KEY=VALUE", "space.layers=3")
-        out.setdefault(section, {})[name] = yaml.safe_load(raw)
+        where = f"override {short(str(item), 80)}"
+        section, name = split_key(key, where, "SECTION.KEY=VALUE", "space.layers=3")
+        out.setdefault(section, {})[name] = parse_yaml(raw, where)
     return out
 
 
@@ -153,12 +177,13 @@ def read_sections(path: str | os.PathLike, overrides: Optional[Iterable[str]] = 
     (``tiny``; see ``resources.resolve``)."""
     path = resolve(path, "config")
     data = read_yaml(path, "config file", expected=f"a mapping of sections {list(SECTIONS)}")
-    unknown = sorted(set(data) - set(SECTIONS))
+    unknown = sorted(set(map(str, data)) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{path}: unknown section {unknown[0]!r}; expected some of {list(SECTIONS)}")
+        raise ConfigError(f"{path}: unknown section {short(unknown[0], 60)}; expected some of {list(SECTIONS)}")
     for name in SECTIONS:
         if not isinstance(data.get(name) or {}, dict):
-            raise ConfigError(f"{path}: section {name!r} must be a mapping")
+            raise ConfigError(f"{path}: section {name!r} must be a mapping of KEY: VALUE lines, got "
+                              f"{type(data[name]).__name__} {short(data[name], 60)}")
     sections = {name: dict(data.get(name) or {}) for name in SECTIONS}
     for section, values in parse_overrides(overrides).items():
         sections[section].update(values)

@@ -67,5 +67,5 @@ def test_read_yaml_empty_is_a_mapping_and_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"c\.yaml: not valid YAML") as err:
         read_yaml(path, "config file")
     assert "\n" not in str(err.value)
-    with pytest.raises(ConfigError, match="cannot read the config file"):
-        read_yaml(tmp_path, "config file")  # a folder
+    with pytest.raises(ConfigError, match="the config file is a folder; expected a file"):
+        read_yaml(tmp_path, "config file")

@@ -22,6 +22,8 @@ from .datasets import CityscapesDataset, FolderDataset, SegDataset, VOCDataset
 from .metrics import IGNORE_INDEX
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
+MAX_BUILTIN_BYTES = 8 * 2 ** 30  # the built-in dataset is generated in memory
+
 
 @dataclass
 class DataConfig(Section):
@@ -49,6 +51,9 @@ class DataConfig(Section):
     """
 
     SECTION: ClassVar[str] = "data"
+    MAXIMA: ClassVar[dict] = {"num_train": 1_000_000, "num_val": 1_000_000, "image_size": 8192, "max_digits": 64,
+                              "batch_size": 4096, "val_batch_size": 4096, "num_workers": 256, "crop_size": 8192,
+                              "scale_range": 16}
 
     dataset: str = "builtin"
     train_split: str = "train"
@@ -91,6 +96,13 @@ class DataConfig(Section):
             raise ValueError(f"color_jitter must be >= 0, got {self.color_jitter}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std must each give 3 values (std > 0), got {self.mean}, {self.std}")
+        if self.dataset == "builtin":  # generated in memory, image and mask: 4 bytes a pixel
+            size = (self.num_train + self.num_val) * self.image_size[0] * self.image_size[1] * 4
+            if size > MAX_BUILTIN_BYTES:
+                raise ValueError(f"the built-in dataset of num_train={self.num_train} + num_val={self.num_val} images "
+                                 f"of {self.image_size[0]}x{self.image_size[1]} would take {size / 2 ** 30:.1f} GiB of "
+                                 f"memory, more than the limit of {MAX_BUILTIN_BYTES / 2 ** 30:.0f} GiB; use fewer "
+                                 f"or smaller images")
 
 
     def transform_args(self, train: bool) -> Dict[str, Any]:

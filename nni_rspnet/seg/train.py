@@ -68,6 +68,8 @@ class TrainConfig(Section):
     """
 
     SECTION: ClassVar[str] = "train"
+    MAXIMA: ClassVar[dict] = {"epochs": 100_000, "warmup_epochs": 100_000, "devices": 1024, "threads": 1024,
+                              "ohem_min_kept": 1e9}
 
     epochs: int = 10
     optimizer: str = "sgd"

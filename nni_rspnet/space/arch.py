@@ -22,7 +22,7 @@ from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
 from ..errors import ArchError
-from ..fileio import read_json, write_json
+from ..fileio import read_json, short, write_json
 from .macro import trellis_nodes
 from .model import RSPNet, SpaceConfig, as_space_config
 
@@ -100,7 +100,7 @@ def validate(arch: Any, config, source: str = "architecture") -> Arch:
     for label in arch:
         if label not in spec:
             near = [k for k in spec if k.split("/")[0] == str(label).split("/")[0]][:3]
-            raise ArchError(f"{source}: unknown label {label!r} (not in this space; labels look like {near})")
+            raise ArchError(f"{source}: unknown label {short(label, 60)} (not in this space; labels look like {near})")
     out: Arch = {}
     for label, choice in spec.items():
         if label not in arch:
@@ -108,18 +108,18 @@ def validate(arch: Any, config, source: str = "architecture") -> Arch:
         value = arch[label]
         if choice.is_op:
             if value not in choice.names:
-                raise ArchError(f"{source}: {label!r} has unknown op {value!r}; expected one of {list(choice.names)}")
+                raise ArchError(f"{source}: {label!r} has unknown op {short(value, 60)}; expected one of {list(choice.names)}")
             out[label] = value
             continue
         chosen = [value] if isinstance(value, int) and not isinstance(value, bool) else value
         if not isinstance(chosen, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in chosen):
-            raise ArchError(f"{source}: {label!r} must be a list of {choice.n_chosen} input indices, got {value!r}")
+            raise ArchError(f"{source}: {label!r} must be a list of {choice.n_chosen} input indices, got {short(value, 60)}")
         bad = [i for i in chosen if not 0 <= i < choice.n_candidates]
         if bad:
             raise ArchError(f"{source}: {label!r} index {bad[0]} out of range [0, {choice.n_candidates})")
         if len(set(chosen)) != choice.n_chosen:
             raise ArchError(f"{source}: {label!r} must choose {choice.n_chosen} distinct paths of "
-                            f"{choice.n_candidates}, got {value!r}")
+                            f"{choice.n_candidates}, got {short(value, 60)}")
         out[label] = sorted(chosen)
     return out
 

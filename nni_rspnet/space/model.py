@@ -19,8 +19,10 @@ from ..errors import ConfigError
 
 from ..schema import Section
 from .cell import RSP_FORMS
-from .macro import RESOLUTIONS, Trellis
+from .macro import RESOLUTIONS, Trellis, trellis_nodes
 from .ops import OPS
+
+MAX_SUPERNET_PARAMS = 1e9  # an upper estimate past this (4 GB of float32 weights) is refused before building
 
 
 @dataclass
@@ -47,6 +49,9 @@ class SpaceConfig(Section):
     """
 
     SECTION: ClassVar[str] = "space"
+    MAXIMA: ClassVar[dict] = {"num_classes": 255, "in_channels": 64, "stem_channels": 2048, "channels": 2048,
+                              "layers": 64, "paths_per_node": 8, "cell_nodes": 12, "rsp_depth": 8,
+                              "head_channels": 2048}
 
     name: str = "custom"
     num_classes: int = 11
@@ -95,6 +100,29 @@ class SpaceConfig(Section):
                 raise ValueError(f"ops: unknown op {op!r}; expected some of {sorted(OPS)}")
         if len(set(self.ops)) != len(self.ops):
             raise ValueError(f"ops: duplicate names in {self.ops}")
+        most = max(len(node.candidates) for node in trellis_nodes(self.layers, n, self.skip_paths))
+        if self.paths_per_node > most:
+            # k = min(k, candidates) at every node would silently drop every path label: nothing searched.
+            raise ValueError(f"paths_per_node={self.paths_per_node} is more than the incoming paths of any node "
+                             f"(at most {most} with skip_paths={str(self.skip_paths).lower()}), so no path would be "
+                             f"searched; use 1 .. {max(most - 1, 1)} ({most} keeps every path)")
+        estimate = self.estimated_supernet_params()
+        if estimate > MAX_SUPERNET_PARAMS:
+            raise ValueError(f"the supernet would hold about {estimate:.2g} parameters (layers={self.layers}, "
+                             f"channels={self.channels}, cell_nodes={self.cell_nodes}, {len(self.ops)} ops), more "
+                             f"than the limit of {MAX_SUPERNET_PARAMS:.0e}; use fewer layers, channels, nodes or ops")
+
+    def estimated_supernet_params(self) -> float:
+        """An upper estimate of the supernet's parameter count (every op costed as a 3x3 convolution),
+        computed without building anything, so an absurd space is refused before it allocates."""
+        edges = self.cell_nodes * (self.cell_nodes + 1) // 2
+        widths = [2.0 ** -d for d in range(1, self.rsp_depth + 1)] or [1.0]
+        total = 0.0
+        for node in trellis_nodes(self.layers, len(self.resolutions), self.skip_paths):
+            c = float(self.channels[node.res])
+            total += len(node.candidates) * 9 * c * c
+            total += sum(edges * len(self.ops) * 9 * (c * w) ** 2 for w in widths)
+        return total
 
 
 def as_space_config(config: Union[SpaceConfig, Mapping[str, Any], str, os.PathLike]) -> SpaceConfig:
