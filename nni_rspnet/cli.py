@@ -8,7 +8,9 @@ is ``--set data.dataset=SPEC``.
 
 The library is imported inside the ``_cmd_*`` handlers, not at the top: importing this module must not
 load torch, Lightning or NNI, so ``nni-rspnet --help`` returns at once. Every ``UserError`` (a bad
-config, architecture, data or model file) is caught once, in ``main``: one line, exit status 2.
+config, architecture, data or model file, an unwritable output, a diverged run) is caught once, in
+``main``: one line, exit status 2; so is a bad command line (``_Parser.error``). Ctrl-C is one line too
+(which checkpoint was kept, how to ``--resume``) and exit status 130; no result is written.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import logging
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .errors import ConfigError, UserError
+from .errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, UserError
 from .runtime import set_threads
 from .schema import DEFAULT_CONFIG
 
@@ -27,6 +29,33 @@ ALIASES: Dict[str, Tuple[str, Optional[str], str]] = {
     "data": ("data.dataset", "SPEC", "builtin | cityscapes:PATH | voc:PATH | folder:PATH"),
     "verify": ("data.verify", None, "read every file of both splits once when the datasets are built"),
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``nni-rspnet evaluate: error: argument --window: ...`` and status 2
+    (argparse prints the whole usage first, which buries the line that matters)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _int_at_least(low: int, high: int = 1 << 20):
+    """An argparse type: an integer in ``[low, high]`` (sizes, counts and repeats; huge ones would allocate)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+_SIZE = _int_at_least(1, 16384)     # a side of an image, window or stride, in pixels
+_COUNT = _int_at_least(0, 100_000)  # images to show or save, samples to draw
 
 
 def _add_config_args(p: argparse.ArgumentParser, *aliases: str) -> None:
@@ -68,8 +97,8 @@ def _threads(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    if not 0 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 1024], got {text[:40]!r}")
     return value
 
 
@@ -77,9 +106,9 @@ def _threads(text: str) -> int:
 
 def _args_space(p: argparse.ArgumentParser) -> None:
     _add_config_args(p)
-    p.add_argument("--input-size", nargs=2, type=int, default=[64, 128], metavar=("H", "W"),
+    p.add_argument("--input-size", nargs=2, type=_SIZE, default=[64, 128], metavar=("H", "W"),
                    help="input size for the MAC count of the sampled networks")
-    p.add_argument("--samples", type=int, default=5, help="random architectures to sample for the cost range")
+    p.add_argument("--samples", type=_COUNT, default=5, help="random architectures to sample for the cost range")
     p.add_argument("--seed", type=int, default=0, help="seed of the first sampled architecture")
 
 
@@ -126,13 +155,11 @@ def _args_export_search_space(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_export_search_space(args: argparse.Namespace) -> int:
+    from .fileio import parse_json
     from .nnictl.hpo import write_search_space
 
     cfg = _run_config(args).space
-    try:
-        extra = json.loads(args.extra) if args.extra else None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--extra: not valid JSON ({err})") from None
+    extra = parse_json(args.extra, "--extra") if args.extra else None
     space = write_search_space(cfg, args.out, extra)
     n_arch = sum("/" in k for k in space)
     print(f"wrote {args.out}: {n_arch} architecture labels and {len(space) - n_arch} other parameters "
@@ -153,13 +180,58 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- experiment (nnictl, bound to localhost) ------------------------------------------------------------
+
+def _args_experiment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["create", "view", "stop"],
+                   help="create: start an nnictl experiment; view: reopen a stopped one; stop: stop one")
+    p.add_argument("id", nargs="?", default=None, help="experiment id (view, stop)")
+    p.add_argument("--config", default=None, help="nnictl experiment YAML (create), e.g. experiment_configs/macro.yml")
+    p.add_argument("--port", type=_int_at_least(1, 65535), default=8080, help="port of the web UI and REST API")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address the web UI and REST API listen on: 127.0.0.1, this machine only (the default), or "
+                        "0.0.0.0, every interface: anyone who can reach this machine can then read the experiment "
+                        "and stop or change it, since NNI has no authentication")
+    p.add_argument("--all", action="store_true", help="stop: every running experiment")
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    import os
+
+    from .nnictl import experiment as ex
+
+    if args.action == "stop":
+        if bool(args.id) == bool(args.all):
+            raise ConfigError("experiment stop: give one experiment id or --all")
+        for exp_id in ex.running_ids() if args.all else [args.id]:
+            left = ex.stop(ex.Experiment(exp_id, args.port, ex.working_dir_of_id(exp_id)))
+            print(f"experiment {exp_id} stopped" + (f"; processes {left} are still alive" if left else ""))
+        return 0
+    if args.action == "create":
+        if not args.config or args.id:
+            raise ConfigError("experiment create: give --config EXPERIMENT.yml (and no id)")
+        exp = ex.launch(args.config, args.port, ex.working_dir_of(args.config), host=args.host)
+    else:
+        if not args.id:
+            raise ConfigError("experiment view: give the id of a stopped experiment")
+        exp = ex.view(args.id, args.port, os.path.expanduser(ex.DEFAULT_WORKING_DIR), host=args.host)
+    print(f"experiment {exp.id}: web UI and REST API at {exp.url}")
+    if exp.host != ex.LOCALHOST:
+        print(f"listening on {exp.host}:{exp.port}: anyone who can reach this machine on that port can read the "
+              f"experiment and stop or change it (NNI has no authentication)")
+    else:
+        print(f"listening on {exp.host}:{exp.port} only: other machines cannot reach it")
+    print(f"stop it with: nni-rspnet experiment stop {exp.id}")
+    return 0
+
+
 # --- data / train / evaluate / export / predict ------------------------------------------------------
 
 def _args_data(p: argparse.ArgumentParser) -> None:
     _add_config_args(p, "data", "verify")
     p.add_argument("--split", choices=["train", "val"], default="train", help="split to show")
     p.add_argument("--preview", default=None, metavar="PNG", help="write a grid of images with coloured masks")
-    p.add_argument("--count", type=int, default=8, help="images in the preview")
+    p.add_argument("--count", type=_int_at_least(1, 1024), default=8, help="images in the preview")
     p.add_argument("--export-cityscapes", metavar="DIR", default=None,
                    help="write both splits in Cityscapes' layout (leftImg8bit/, gtFine/*_labelIds.png; class i "
                         "becomes train id i), to try the Cityscapes path with --data cityscapes:DIR")
@@ -238,11 +310,11 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model.pt written by train")
     p.add_argument("--split", choices=["train", "val"], default="val")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="whole-image or sliding-window")
-    p.add_argument("--window", nargs=2, type=int, default=None, metavar=("H", "W"), help="sliding window size")
-    p.add_argument("--stride", nargs=2, type=int, default=None, metavar=("H", "W"), help="sliding window step")
+    p.add_argument("--window", nargs=2, type=_SIZE, default=None, metavar=("H", "W"), help="sliding window size")
+    p.add_argument("--stride", nargs=2, type=_SIZE, default=None, metavar=("H", "W"), help="sliding window step")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--out", default=None, help="folder for iou.md, iou.json and predictions (default: beside model)")
-    p.add_argument("--save-images", type=int, default=8, help="coloured predictions to write")
+    p.add_argument("--save-images", type=_COUNT, default=8, help="coloured predictions to write")
     p.add_argument("--device", default="cpu")
 
 
@@ -277,7 +349,7 @@ def _args_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model.pt written by train")
     p.add_argument("--format", choices=["torchscript", "onnx"], required=True)
     p.add_argument("--out", default=None, help="output file (default: model.ts.pt / model.onnx beside the checkpoint)")
-    p.add_argument("--input-size", nargs=2, type=int, default=[64, 128], metavar=("H", "W"),
+    p.add_argument("--input-size", nargs=2, type=_SIZE, default=[64, 128], metavar=("H", "W"),
                    help="input size of the ONNX graph (TorchScript takes any size)")
 
 
@@ -366,9 +438,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _args_latency_table(p: argparse.ArgumentParser) -> None:
     _add_config_args(p)
     p.add_argument("--device", default="cpu", help="where to measure: cpu, cuda, ...")
-    p.add_argument("--input-size", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"),
+    p.add_argument("--input-size", type=_SIZE, nargs=2, default=[512, 1024], metavar=("H", "W"),
                    help="image size the network will run at")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per candidate (median kept)")
+    p.add_argument("--repeats", type=_int_at_least(1, 1000), default=5, help="timed runs per candidate (median kept)")
     p.add_argument("--timing-threads", type=_threads, default=1, metavar="N",
                    help="CPU threads while timing (default 1, as the search's latency targets assume; "
                         "0: the process' setting)")
@@ -378,8 +450,6 @@ def _args_latency_table(p: argparse.ArgumentParser) -> None:
 def _cmd_latency_table(args: argparse.Namespace) -> int:
     from .search.cost_table import build_cost_table
 
-    if min(args.input_size) < 1 or args.repeats < 1:
-        raise ConfigError(f"--input-size must be positive and --repeats >= 1, got {args.input_size}, {args.repeats}")
     space = _run_config(args).space
     table = build_cost_table(space, args.input_size, args.device, latency=True, repeats=args.repeats,
                              threads=args.timing_threads or None)
@@ -511,6 +581,8 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "report": ("table, Pareto front and best architecture of an nnictl experiment", _args_report, _cmd_report),
     "configs": ("list the configs, tuner search spaces and experiment configs shipped with the package",
                 _args_configs, _cmd_configs),
+    "experiment": ("create, view or stop an nnictl experiment whose web UI listens on 127.0.0.1 only",
+                   _args_experiment, _cmd_experiment),
     "data": ("show a dataset (classes, sizes, pixel shares) and write a preview grid", _args_data, _cmd_data),
     "train": ("train a fixed architecture: checkpoints every epoch, --resume, DDP on CPU", _args_train, _cmd_train),
     "evaluate": ("mIoU and per-class IoU of a model.pt (whole/sliding window, flip)", _args_evaluate, _cmd_evaluate),
@@ -521,7 +593,7 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nni-rspnet", description="NAS of light-weight semantic-segmentation "
+    parser = _Parser(prog="nni-rspnet", description="NAS of light-weight semantic-segmentation "
                                      "networks (RSPNet) with NNI: search, train, evaluate, export.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_args, _) in COMMANDS.items():
@@ -538,10 +610,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     try:
         set_threads(args.threads)
+        if getattr(args, "device", None):
+            from .measure import check_device
+
+            check_device(args.device)  # before anything is built: `--device cuda` on a CPU-only machine
         return COMMANDS[args.command][2](args) or 0
     except UserError as err:  # a mistake in the user's own config, data or files: one line, status 2
-        print(f"nni-rspnet {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        print(f"nni-rspnet {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:  # Ctrl-C: never a success; errors.Interrupted says what was kept
+        text = " ".join(str(err).split()) or "interrupted (Ctrl-C); no result was written"
+        print(f"nni-rspnet {args.command}: {text}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

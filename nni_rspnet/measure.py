@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .errors import ConfigError
+
 
 def count_params(module: nn.Module, exclude: Sequence[str] = ("aux_heads",)) -> int:
     """Trainable and frozen parameters of ``module``, leaving out submodules named in ``exclude``.
@@ -96,3 +98,28 @@ def measure_cost(net: nn.Module, input_size: Sequence[int], in_channels: int = 3
     x = torch.zeros(1, in_channels, int(input_size[0]), int(input_size[1]), device=device)
     return {"params": float(count_params(net)), "macs": float(count_macs(net, input_size, in_channels, device)),
             "latency_ms": measure_latency(net, x, repeats, threads=threads)}
+
+
+def check_device(device: Union[str, torch.device], flag: str = "--device") -> torch.device:
+    """``device`` as a ``torch.device`` if this machine has it; else one ``ConfigError`` naming it.
+
+    ``cuda`` on a machine without a usable GPU (or a CPU-only torch) would otherwise fail deep inside
+    Lightning or torch, after the data was built.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"{flag} {str(device)[:40]!r}: not a device ({str(err).splitlines()[0][:120]}); "
+                          f"expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{flag} {device}: CUDA is not available on this machine (torch {torch.__version__}); "
+                              f"use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"{flag} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"{flag} {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise ConfigError(f"{flag} {device}: unsupported device type {dev.type!r}; expected cpu or cuda")
+    return dev

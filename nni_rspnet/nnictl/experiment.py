@@ -7,14 +7,18 @@ leave no process behind.
 by process id whatever of the experiment survived it. (``nni-rspnet report`` reads an experiment's
 folder instead, and works on finished experiments too.)
 
-NNI's manager (a Node process) listens on every interface (``app.listen(port)``); ``launch`` preloads
-a tiny script through ``NODE_OPTIONS`` that pins such listens to 127.0.0.1, so nothing is exposed. The
-TensorBoard the web UI starts for a trial (``tensorboard --bind_all ...``) is pinned the same way: a
-``tensorboard`` command first on the manager's ``PATH`` replaces ``--bind_all`` with ``--host=127.0.0.1``.
+NNI's manager (a Node process) serves the web UI and the REST API, with no authentication, on every
+interface (``app.listen(port)``): plain ``nnictl create`` exposes the experiment's config, trials and
+controls to the whole network. ``launch`` and ``view`` preload a tiny script through ``NODE_OPTIONS``
+that pins such listens to one host, 127.0.0.1 unless told otherwise (``nni-rspnet experiment create
+--host``), so nothing is exposed by default. The TensorBoard the web UI starts for a trial
+(``tensorboard --bind_all ...``) is pinned the same way: a ``tensorboard`` command first on the
+manager's ``PATH`` replaces ``--bind_all`` with ``--host=<the same host>``.
 """
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -33,7 +37,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import yaml
 
 from ..errors import ConfigError, NniError
-from ..fileio import atomic_write_text, read_yaml
+from ..fileio import atomic_write_text, make_dirs, read_json, read_yaml
 from ..resources import resolve
 from .report import decode_metric
 
@@ -41,16 +45,20 @@ from .report import decode_metric
 FINISHED_STATUSES = ("DONE", "STOPPED", "ERROR", "NO_MORE_TRIAL")
 TRIAL_DONE_STATUSES = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
 
-# Pins a Node server that listens on a port without a host to the loopback interface.
+LOCALHOST = "127.0.0.1"
+DEFAULT_WORKING_DIR = "~/nni-experiments"  # NNI's own default experimentWorkingDirectory
+
+# Pins a Node server that listens on a port without a host to one host (the loopback interface).
 _LOCALHOST_JS = r"""
+const HOST = '__HOST__';
 const net = require('net');
 const listen = net.Server.prototype.listen;
 net.Server.prototype.listen = function (...args) {
   const first = args[0];
   if (typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) {
-    if (args.length === 1 || typeof args[1] !== 'string') args.splice(1, 0, '127.0.0.1');
+    if (args.length === 1 || typeof args[1] !== 'string') args.splice(1, 0, HOST);
   } else if (first && typeof first === 'object' && first.path === undefined && !first.host) {
-    args[0] = Object.assign({}, first, { host: '127.0.0.1' });
+    args[0] = Object.assign({}, first, { host: HOST });
   }
   return listen.apply(this, args);
 };
@@ -76,20 +84,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def localhost_node_options(folder: Union[str, os.PathLike]) -> str:
-    """Writes the loopback-only preload script into ``folder``; returns the ``NODE_OPTIONS`` value."""
-    path = Path(folder).resolve() / "nni_localhost_only.js"  # node reads a relative --require as a module name
-    atomic_write_text(path, _LOCALHOST_JS)
+def check_host(host: str) -> str:
+    """The address the manager may listen on: a loopback address (the default, 127.0.0.1) or every
+    interface (``0.0.0.0`` or ``::``). nnictl itself checks its manager on ``localhost``, so a manager
+    bound to another single address would never be found.
+
+    Raises:
+        ConfigError: naming the host and what is accepted.
+    """
+    name = "127.0.0.1" if host == "localhost" else str(host)
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        raise ConfigError(f"--host {str(host)[:60]!r}: not an IP address; expected 127.0.0.1 (this machine only, "
+                          f"the default) or 0.0.0.0 (every interface)") from None
+    if not (address.is_loopback or address.is_unspecified):
+        raise ConfigError(f"--host {host}: nnictl looks for its manager on localhost, so it must listen on a loopback "
+                          f"address (127.0.0.1, the default) or on every interface (0.0.0.0)")
+    return name
+
+
+def localhost_node_options(folder: Union[str, os.PathLike], host: str = LOCALHOST) -> str:
+    """Writes the preload script that pins the manager's listens to ``host`` into ``folder``; returns the
+    ``NODE_OPTIONS`` value."""
+    host = check_host(host)
+    name = "nni_localhost_only.js" if host == LOCALHOST else f"nni_listen_{host.replace(':', '_')}.js"
+    path = Path(folder).resolve() / name  # node reads a relative --require as a module name
+    atomic_write_text(path, _LOCALHOST_JS.replace("__HOST__", host))
     return f"--require {path}"
 
 
-def localhost_tensorboard(folder: Union[str, os.PathLike], host: str = "127.0.0.1") -> str:
+def localhost_tensorboard(folder: Union[str, os.PathLike], host: str = LOCALHOST) -> str:
     """Writes the ``tensorboard`` command that serves on ``host`` into ``folder/_bin``; returns that folder
     (to put first on the manager's ``PATH``)."""
     path = Path(folder).resolve() / "_bin" / "tensorboard"
     atomic_write_text(path, _TENSORBOARD_COMMAND.format(python=sys.executable, host=host))
     path.chmod(0o755)
     return os.fspath(path.parent)
+
+
+def working_dir_of(config: Union[str, os.PathLike]) -> Path:
+    """The ``experimentWorkingDirectory`` of an nnictl config (relative to the file, as nnictl reads it),
+    or NNI's default ``~/nni-experiments``."""
+    config = Path(resolve(config, "experiment"))
+    data = read_yaml(config, "experiment config", expected="an nnictl experiment config with a 'trialCommand'")
+    folder = os.path.expanduser(str(data.get("experimentWorkingDirectory") or DEFAULT_WORKING_DIR))
+    return Path(folder if os.path.isabs(folder) else (config.parent / folder)).resolve()
 
 
 def prepare_config(config: Union[str, os.PathLike], out: Union[str, os.PathLike], *,
@@ -208,6 +248,7 @@ class Experiment:
     working_dir: Path
     manager_pid: Optional[int] = None
     env: Dict[str, str] = field(default_factory=dict)
+    host: str = LOCALHOST
 
     @property
     def folder(self) -> Path:
@@ -219,7 +260,8 @@ class Experiment:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = LOCALHOST if ipaddress.ip_address(self.host).is_unspecified else self.host
+        return f"http://{host}:{self.port}"
 
 
 def _nnictl(args: Sequence[str], env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess:
@@ -227,38 +269,59 @@ def _nnictl(args: Sequence[str], env: Mapping[str, str], timeout: float) -> subp
                           capture_output=True, text=True, timeout=timeout)
 
 
-def launch(config: Union[str, os.PathLike], port: int, working_dir: Union[str, os.PathLike], *,
-           env: Optional[Mapping[str, str]] = None, timeout: float = 120.0) -> Experiment:
-    """Runs ``nnictl create --config CONFIG --port PORT`` and returns the running experiment.
-
-    The NNI manager listens on 127.0.0.1 only (see the module docstring). ``working_dir`` must be the
-    config's ``experimentWorkingDirectory`` (``prepare_config`` sets both).
-
-    Raises:
-        NniError: nnictl failed or the manager did not answer; its output is in the message.
-    """
-    working_dir = Path(working_dir).resolve()
-    working_dir.mkdir(parents=True, exist_ok=True)
+def _manager_env(working_dir: Path, host: str, env: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    """The environment of nnictl and the manager it starts: the listen pin in ``NODE_OPTIONS``, and on
+    ``PATH`` the pinned ``tensorboard`` the web UI's TensorBoard button starts, then this interpreter's
+    folder (trials run ``python -m nni_rspnet.nnictl.trial`` through the shell)."""
     full_env = dict(os.environ if env is None else env)
-    # Trials run `python -m nni_rspnet.nnictl.trial` through the shell: this interpreter's folder comes first,
-    # after the loopback-only `tensorboard` the web UI's TensorBoard button starts.
-    full_env["PATH"] = os.pathsep.join([localhost_tensorboard(working_dir), os.path.dirname(sys.executable),
+    full_env["PATH"] = os.pathsep.join([localhost_tensorboard(working_dir, host), os.path.dirname(sys.executable),
                                         full_env.get("PATH", "")])
     full_env["NODE_OPTIONS"] = " ".join(filter(None, [full_env.get("NODE_OPTIONS", ""),
-                                                       localhost_node_options(working_dir)]))
+                                                       localhost_node_options(working_dir, host)]))
+    return full_env
+
+
+def _start(action: str, args: Sequence[str], port: int, working_dir: Path, host: str,
+           env: Optional[Mapping[str, str]], timeout: float, known_id: Optional[str] = None) -> Experiment:
+    host = check_host(host)
+    working_dir = Path(make_dirs(working_dir, "experiment working folder")).resolve()
+    full_env = _manager_env(working_dir, host, env)
+    command = f"nnictl {action} {' '.join(args)}"
     try:
-        done = _nnictl(["create", "--config", os.fspath(config), "--port", str(port)], full_env, timeout)
+        done = _nnictl([action, *args, "--port", str(port)], full_env, timeout)
     except subprocess.TimeoutExpired as err:
-        raise NniError(f"nnictl create --config {config} did not return within {timeout:.0f} s") from err
+        raise NniError(f"{command} did not return within {timeout:.0f} s") from err
     text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)  # nnictl colours its output
     found = re.search(r"(?:Experiment ID:|experiment id is)\s*(\w+)", text)
-    if done.returncode != 0 or not found:
+    if done.returncode != 0 or not (found or known_id):
         _kill_managers_on_port(port)
-        raise NniError(f"nnictl create --config {config} failed (exit {done.returncode}):\n"
-                       f"{text[-2000:]}\n{done.stderr[-2000:]}")
-    exp = Experiment(found.group(1), port, working_dir, env=full_env)
+        tail = " ".join((text[-1500:] + " " + done.stderr[-1500:]).split())
+        raise NniError(f"{command} failed (exit {done.returncode}): {tail}")
+    exp = Experiment(found.group(1) if found else str(known_id), port, working_dir, env=full_env, host=host)
     exp.manager_pid = next(iter(manager_pids(exp.id)), None)
     return exp
+
+
+def launch(config: Union[str, os.PathLike], port: int, working_dir: Union[str, os.PathLike], *,
+           env: Optional[Mapping[str, str]] = None, timeout: float = 120.0, host: str = LOCALHOST) -> Experiment:
+    """Runs ``nnictl create --config CONFIG --port PORT`` and returns the running experiment.
+
+    The NNI manager listens on ``host`` only: 127.0.0.1 by default (see the module docstring).
+    ``working_dir`` must be the config's ``experimentWorkingDirectory`` (``prepare_config`` sets both;
+    ``working_dir_of`` reads it).
+
+    Raises:
+        ConfigError: ``host`` is neither a loopback address nor every interface.
+        NniError: nnictl failed or the manager did not answer; its output is in the message.
+    """
+    return _start("create", ["--config", resolve(config, "experiment")], port, Path(working_dir), host, env, timeout)
+
+
+def view(exp_id: str, port: int, working_dir: Union[str, os.PathLike], *,
+         env: Optional[Mapping[str, str]] = None, timeout: float = 120.0, host: str = LOCALHOST) -> Experiment:
+    """Runs ``nnictl view EXP_ID`` (a stopped experiment, read only) with the manager on ``host`` only;
+    ``working_dir`` is where the listen pin is written (nnictl finds the experiment in its registry)."""
+    return _start("view", [exp_id], port, Path(working_dir), host, env, timeout, known_id=exp_id)
 
 
 def _proc_pids() -> Iterator[int]:
@@ -339,3 +402,26 @@ def stop(exp: Experiment, timeout: float = 60.0) -> List[int]:
         _kill(left, sig)
         time.sleep(2)
     return leftover_processes(exp.id)
+
+
+def _registry() -> Dict[str, Any]:
+    """nnictl's registry of experiments (``~/nni-experiments/.experiment``): id -> status, port, logDir."""
+    path = Path(DEFAULT_WORKING_DIR).expanduser() / ".experiment"
+    if not path.is_file():
+        return {}
+    try:
+        return read_json(path, "nnictl registry")
+    except ConfigError:  # being rewritten by nnictl right now
+        return {}
+
+
+def running_ids() -> List[str]:
+    """Ids of the experiments nnictl's registry does not mark as stopped."""
+    return [exp_id for exp_id, rec in _registry().items() if isinstance(rec, dict) and rec.get("status") != "STOPPED"]
+
+
+def working_dir_of_id(exp_id: str) -> Path:
+    """The working folder nnictl recorded for experiment ``exp_id`` (NNI's default when unknown)."""
+    rec = _registry().get(exp_id)
+    log_dir = rec.get("logDir") if isinstance(rec, dict) else None
+    return Path(log_dir or Path(DEFAULT_WORKING_DIR).expanduser())

@@ -18,6 +18,7 @@ nnictl trial and the demo call. It writes into ``out_dir``:
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -29,10 +30,11 @@ from nni.retiarii.evaluator.pytorch import Lightning, Trainer
 from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperiment
 from torch.utils.data import Subset
 
-from ..errors import ConfigError
-from ..fileio import save_torch, write_json
+from ..errors import ConfigError, DivergedError, Interrupted, ModelFileError
+from ..fileio import load_torch, make_dirs, save_torch, write_json
 from ..measure import measure_cost
 from ..seg.data import DataConfig, Datasets, build_loaders, datasets_for
+from ..seg.guard import check_same_run, run_identity, stopped
 from ..seg.progress import trainer_callbacks
 from ..seg.train import SegmentationModule
 from ..space.arch import build_network, save_arch, validate
@@ -87,6 +89,15 @@ def split_for_search(dataset: Any, arch_fraction: float, seed: int) -> tuple:
     return Subset(dataset, sorted(order[n_arch:])), Subset(dataset, sorted(order[:n_arch]))
 
 
+def load_search_checkpoint(path: str) -> Dict[str, Any]:
+    """A checkpoint written by ``run_search`` (``weights_only``); a truncated, refused or foreign file is one
+    ``ModelFileError`` naming it."""
+    state = load_torch(path, "search checkpoint", ModelFileError)
+    if not isinstance(state, dict) or state.get("stage") not in (1, 2) or not isinstance(state.get("model"), dict):
+        raise ModelFileError(f"{path}: not a checkpoint written by nni-rspnet search (no stage and weights)")
+    return state
+
+
 def run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: DataConfig,
                out_dir: Union[str, os.PathLike], device: str = "cpu", resume: bool = False,
                epoch_callback: Optional[EpochCallback] = None, progress_bar: bool = False,
@@ -129,14 +140,14 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
     # Checked before anything is written: a dataset whose classes the head does not predict.
     datasets = datasets_for(data_cfg, space_cfg.num_classes, datasets)
     out = os.fspath(out_dir)
-    os.makedirs(out, exist_ok=True)
+    make_dirs(out)
     ckpt_path = os.path.join(out, "checkpoint.pt")
     state = None
+    # A resumed search must be the search its checkpoint was written for, or its result is no search's result.
+    identity = run_identity(space=space_cfg.to_dict(), search=search_cfg.to_dict(), data=data_cfg.to_dict())
     if resume and os.path.exists(ckpt_path):
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("space") != space_cfg.to_dict():
-            raise ConfigError(f"{ckpt_path}: checkpoint of a different space ({state.get('space', {}).get('name')!r});"
-                              f" use another --out or drop --resume")
+        state = load_search_checkpoint(ckpt_path)
+        check_same_run(state.get("run"), identity, ckpt_path)
     elif resume:
         warnings.warn(f"{ckpt_path} not found: starting a new search", RuntimeWarning)
     _write_json(os.path.join(out, "search_config.json"),
@@ -173,6 +184,7 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
     def on_epoch(record: Dict[str, Any]) -> None:
         ckpt = dict(record["state"])
         ckpt["space"] = space_cfg.to_dict()
+        ckpt["run"] = identity
         save_torch(ckpt, ckpt_path)
         if record["stage"] == 1 and record["epoch"] == epochs_stage1:
             _write_json(os.path.join(out, "cell.json"),
@@ -202,13 +214,27 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
     space = RSPNetSpace(space_cfg)
     config = RetiariiExeConfig()
     config.execution_engine = "oneshot"
-    RetiariiExperiment(space, evaluator, [], strategy).run(config)
+    try:
+        RetiariiExperiment(space, evaluator, [], strategy).run(config)
+        probs = {k: float(v) for k, v in strategy.probs.items()}
+        bad = sorted(k for k, v in probs.items() if not math.isfinite(v))
+        if bad:
+            raise DivergedError(f"the architecture probabilities of {len(bad)} candidates are not finite "
+                                f"(first: {bad[0]!r})")
+    except (Interrupted, DivergedError) as err:
+        last = strategy.history[-1] if strategy.history else None
+        kept = ckpt_path if last is not None and os.path.isfile(ckpt_path) else None
+        position = f"stage {last['stage']}, epoch {last['epoch']} of {last['epochs']}" if last else None
+        if isinstance(err, Interrupted):
+            raise Interrupted(stopped(err, kept, position)) from None
+        raise DivergedError(stopped(DivergedError(f"the search diverged: {err} (search.lr={search_cfg.lr:g} or "
+                                                  f"search.arc_lr={search_cfg.arc_lr:g} may be too high)"),
+                                    kept, position, resume=False)) from None
 
     arch = validate(strategy.export_top_models()[0], space_cfg, source="search export")
     save_arch(arch, os.path.join(out, "arch.json"))
     cell = {k: v for k, v in arch.items() if k.startswith(CELL_PREFIX)}
     _write_json(os.path.join(out, "cell.json"), cell)
-    probs = {k: float(v) for k, v in strategy.probs.items()}
     _write_json(os.path.join(out, "probs.json"), probs)
 
     net = build_network(space_cfg, arch)

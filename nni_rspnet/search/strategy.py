@@ -39,6 +39,7 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedInput, DifferentiableMixedLayer
 from nni.nas.strategy.base import BaseStrategy
 
+from ..seg.guard import check_finite, fit, rng_state, set_rng_state
 from .path_attention import PathAttention
 from .settings import SearchConfig
 from .supermodules import FrozenChoice, CellMixedOp, TemperedSoftmax, make_freeze_hook
@@ -135,6 +136,11 @@ class RSPDartsModule(DartsLightningModule):
                                 weight_decay=self.arc_weight_decay)
 
     def configure_optimizers(self):
+        if self.total_epochs is not None and not getattr(self.model, "total_steps", 1):
+            # The weight schedule spans the whole stage, not the epochs this trainer has left, so a
+            # resumed stage continues the same schedule (its position comes back with the checkpoint).
+            per_epoch = self.trainer.estimated_stepping_batches / max(self.trainer.max_epochs or 1, 1)
+            self.model.total_steps = max(1, int(round(per_epoch * self.total_epochs)))
         conf = super().configure_optimizers()
         # Stock NNI hands the evaluator's optimiser every parameter, alphas included, so they get
         # trained on the *training* split too; strip them from every weight optimiser.
@@ -200,13 +206,21 @@ class RSPDartsModule(DartsLightningModule):
         if self.restore:
             for opt, state in zip(self.trainer.optimizers, self.restore.get("optimizers", [])):
                 opt.load_state_dict(state)
+            for config, state in zip(self.trainer.lr_scheduler_configs, self.restore.get("schedulers", [])):
+                config.scheduler.load_state_dict(state)
             if self.penalty is not None and self.restore.get("penalty"):
                 self.penalty.load_state_dict(self.restore["penalty"])
-            rng = self.restore.get("rng")
-            if rng is not None:
-                torch.set_rng_state(rng)
+            self.restore_rng()
             self.restore = None
         return super().on_train_start()
+
+    def restore_rng(self) -> None:
+        """Puts back the random state of the checkpoint being resumed (before the first batch is drawn)."""
+        rng = (self.restore or {}).get("rng")
+        if isinstance(rng, dict):
+            set_rng_state(rng)
+        elif rng is not None:  # checkpoints of older versions kept torch's state alone
+            torch.set_rng_state(rng)
 
     def on_train_epoch_start(self):
         self.set_temperature(self.temperature(self.stage_epoch))
@@ -226,6 +240,7 @@ class RSPDartsModule(DartsLightningModule):
                 probs = self.choice_probs()
                 loss = loss + self.penalty.loss(probs)
                 self.penalty.adapt(probs)
+            check_finite(loss, "the architecture loss")
             self.manual_backward(loss)
             arc_optim.step()
         out = self.model.training_step(batch["train"], 2 * batch_idx + 1)
@@ -261,12 +276,14 @@ class RSPDartsModule(DartsLightningModule):
     # state -----------------------------------------------------------------------------------------------
 
     def state_for_checkpoint(self) -> Dict[str, Any]:
-        """Weights, architecture parameters, optimiser and penalty states, RNG: enough to resume."""
+        """Weights, architecture parameters, optimiser, schedule and penalty states, every RNG: enough to
+        resume exactly (the temperature follows from the epoch)."""
         return {
             "model": {k: v.detach().clone() for k, v in self.state_dict().items()},  # a snapshot, not views
             "optimizers": [copy.deepcopy(opt.state_dict()) for opt in self.trainer.optimizers],
+            "schedulers": [copy.deepcopy(c.scheduler.state_dict()) for c in self.trainer.lr_scheduler_configs],
             "penalty": self.penalty.state_dict() if self.penalty is not None else None,
-            "rng": torch.get_rng_state(),
+            "rng": rng_state(),
         }
 
 
@@ -433,8 +450,11 @@ class TwoStageDarts(BaseStrategy):
         remaining = self.epochs[stage] - done
         if remaining > 0:
             trainer = _stage_trainer(evaluator.trainer, remaining, _EpochEnd(self, stage))
-            trainer.fit(module, {"train": evaluator.train_dataloaders, "val": evaluator.val_dataloaders},
-                        evaluator.val_dataloaders)
+            fit(trainer, module, {"train": evaluator.train_dataloaders, "val": evaluator.val_dataloaders},
+                evaluator.val_dataloaders)  # Ctrl-C raises Interrupted: never a silently shortened stage
+        elif state is not None:
+            module.restore_rng()  # the stage had ended: what follows draws as it did after that epoch
+            module.restore = None
         return module
 
     def _epoch_end(self, stage: int, trainer: pl.Trainer, module: RSPDartsModule) -> None:

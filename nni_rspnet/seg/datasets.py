@@ -13,19 +13,22 @@ multi-trial parameters. Bad data is a ``DataError`` that names the file.
 """
 from __future__ import annotations
 
+import io
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from ..fileio import read_bytes, read_text
 from .metrics import IGNORE_INDEX
 from .transforms import build_transform, is_random, to_tensors
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MAX_IMAGE_BYTES = 256 << 20  # one image or mask file; a 2048x4096 PNG is a few megabytes
 
 # The official Cityscapes table (cityscapesscripts.helpers.labels): labelId -> trainId, 255 = ignored.
 CITYSCAPES_LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
@@ -71,30 +74,40 @@ class SegDataset(Dataset):
         return state
 
 
+def _reason(err: BaseException) -> str:
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image format PIL can decode"
+    return " ".join(str(err).split())[:200]
+
+
+def _open_image(path: str, what: str) -> Image.Image:
+    """The image at ``path`` through ``fileio.read_bytes`` (a regular file of bounded size: a FIFO named
+    ``x.png`` is refused instead of blocking); PIL's decompression-bomb limit bounds the pixels."""
+    data = read_bytes(path, f"{what} file", DataError, MAX_IMAGE_BYTES)
+    try:
+        return Image.open(io.BytesIO(data))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: cannot read {what} ({_reason(err)})") from None
+
+
 def read_image(path: str) -> np.ndarray:
     """An RGB uint8 ``H x W x 3`` array; a missing or unreadable file is a ``DataError`` naming it."""
-    try:
-        with Image.open(path) as im:
+    with _open_image(path, "image") as im:
+        try:
             return np.array(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: cannot read image ({err})") from None
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise DataError(f"{path}: cannot read image ({_reason(err)})") from None
 
 
 def read_mask(path: str) -> np.ndarray:
     """A label mask as a 2-D array of indices (palette images give their indices, not colours)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise DataError(f"{path}: expected a single-channel label mask (mode L or P), got mode {im.mode}")
+    with _open_image(path, "mask") as im:
+        if im.mode not in ("L", "P", "I", "I;16"):
+            raise DataError(f"{path}: expected a single-channel label mask (mode L or P), got mode {im.mode}")
+        try:
             return np.asarray(im).astype(np.int64)
-    except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found") from None
-    except (OSError, ValueError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"{path}: cannot read mask ({err})") from None
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: cannot read mask ({_reason(err)})") from None
 
 
 class FileSegDataset(SegDataset):
@@ -210,10 +223,7 @@ class VOCDataset(FileSegDataset):
 
     def find_pairs(self) -> List[Tuple[str, str]]:
         listing = os.path.join(self.root, "ImageSets", "Segmentation", f"{self.split}.txt")
-        if not os.path.isfile(listing):
-            raise DataError(f"{listing}: VOC split file not found")
-        with open(listing, encoding="utf-8") as f:
-            ids = [line.strip() for line in f if line.strip()]
+        ids = [line.strip() for line in read_text(listing, "VOC split file", DataError).splitlines() if line.strip()]
         pairs = []
         for i in ids:
             image = os.path.join(self.root, "JPEGImages", i + ".jpg")
@@ -231,10 +241,10 @@ class FolderDataset(FileSegDataset):
 
     def find_pairs(self) -> List[Tuple[str, str]]:
         names_file = os.path.join(self.root, "classes.txt")
-        if not os.path.isfile(names_file):
+        if not os.path.exists(names_file):
             raise DataError(f"{names_file}: class-names file not found (one class name per line)")
-        with open(names_file, encoding="utf-8") as f:
-            self.classes = [line.strip() for line in f if line.strip()]
+        text = read_text(names_file, "class-names file", DataError, max_bytes=1 << 20)
+        self.classes = [line.strip() for line in text.splitlines() if line.strip()]
         if not 2 <= len(self.classes) <= IGNORE_INDEX:
             raise DataError(f"{names_file}: expected 2 .. {IGNORE_INDEX} class names, got {len(self.classes)}")
         img_dir = os.path.join(self.root, self.split, "images")

@@ -8,6 +8,7 @@ of the three.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -18,11 +19,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import DataError, ModelFileError
-from ..fileio import atomic_path, save_torch
+from ..errors import ArchError, ConfigError, DataError, ModelFileError
+from ..fileio import MAX_TORCH_BYTES, atomic_path, atomic_write_bytes, human_size, read_bytes, save_torch, short
 from ..space.arch import build_network
+from ..space.model import SpaceConfig
 from .cityscapes import check_cityscapes_classes, find_images, prediction_name, predictions_to_label_ids, save_label_ids
 from .datasets import IMAGE_EXTENSIONS, read_image
+from .guard import count_nonfinite
 from .progress import iterate
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 from .visual import colourise, palette
@@ -49,58 +52,133 @@ def save_model(net: nn.Module, path: str, space: Optional[Dict[str, Any]] = None
     save_torch(payload, path)
 
 
+MODEL_KINDS = ("model.pt", "torchscript", "onnx")
+
+
+def read_model_file(path: str) -> Tuple[str, bytes]:
+    """``(kind, bytes)`` of a model file, ``kind`` one of ``MODEL_KINDS``, told by the content (not the name).
+
+    Read through ``fileio.read_bytes``: a regular file of bounded size only.
+
+    Raises:
+        ModelFileError: missing, not a regular file, too large, or none of the three kinds.
+    """
+    data = read_bytes(path, "model file", ModelFileError, MAX_TORCH_BYTES)
+    if data[:4] == b"PK\x03\x04":  # torch.save and torch.jit.save both write zip archives
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            raise ModelFileError(f"{path}: a damaged zip archive ({err}); expected a model.pt, TorchScript or "
+                                 f"ONNX file") from None
+        return ("torchscript" if any("/code/" in name for name in names) else "model.pt"), data
+    if _parse_onnx(data) is not None:
+        return "onnx", data
+    raise ModelFileError(f"{path}: not a model.pt, TorchScript or ONNX file ({human_size(len(data))} of something "
+                         f"else)")
+
+
+def _parse_onnx(data: bytes):
+    """The ``onnx.ModelProto`` in ``data``, or ``None`` when it is not an ONNX model with a graph."""
+    if not data:
+        return None
+    import onnx  # onnx and onnxruntime load only for ONNX files: training and TorchScript never pay for them
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError, TypeError):
+        return None
+    if model.ir_version < 1 or not model.graph.node or not model.graph.input:
+        return None
+    return model
+
+
 def is_torchscript(path: str) -> bool:
     """Whether ``path`` is a TorchScript archive (a zip holding ``code/``) rather than a ``model.pt``."""
     try:
-        with zipfile.ZipFile(path) as z:
-            return any("/code/" in name for name in z.namelist())
-    except (OSError, zipfile.BadZipFile):
+        return read_model_file(path)[0] == "torchscript"
+    except ModelFileError:
         return False
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Reads a ``model.pt`` written by ``save_model`` (``weights_only=True``) and checks its keys."""
-    if not os.path.isfile(path):
-        raise ModelFileError(f"{path}: model file not found")
-    if is_torchscript(path):
-        raise ModelFileError(f"{path}: a TorchScript file, not a model.pt (use it with predict)")
+    """Reads a ``model.pt`` written by ``save_model`` (``weights_only=True``) and checks it before anything
+    is built: its keys, its space config (with the space's upper bounds) and that every weight is finite.
+
+    Raises:
+        ModelFileError: naming the file and what is wrong.
+    """
+    kind, data = read_model_file(path)
+    if kind != "model.pt":
+        raise ModelFileError(f"{path}: a{'n' if kind == 'onnx' else ''} {kind if kind == 'onnx' else 'TorchScript'} "
+                             f"file, not a model.pt (use it with predict)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         raise ModelFileError(f"{path}: not a model.pt written by nni-rspnet train ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0][:200]})") from None
+                             f"{short(' '.join(str(err).split()), 160)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a model.pt written by nni-rspnet train (no {FORMAT!r} marker)")
     for key in ("space", "arch", "state_dict"):
         if not payload.get(key):
             raise ModelFileError(f"{path}: missing {key!r}; cannot rebuild the network")
+    if not isinstance(payload["state_dict"], dict) or not all(torch.is_tensor(v) for v in payload["state_dict"].values()):
+        raise ModelFileError(f"{path}: 'state_dict' is not a mapping of names to tensors")
+    try:  # the bounds of the space are checked here, before a network of the stored size is built
+        payload["space"] = SpaceConfig.from_dict(payload["space"], where="stored space config").to_dict()
+    except ConfigError as err:
+        raise ModelFileError(f"{path}: {err}") from None
+    bad = count_nonfinite(payload["state_dict"].values())
+    if bad:
+        raise ModelFileError(f"{path}: {bad:,} weights are NaN or infinite; the training that wrote it diverged")
     return payload
 
 
 def load_model(path: str, device: Union[str, torch.device] = "cpu") -> nn.Module:
     """Rebuilds the network of a ``model.pt`` and loads its weights (eval mode, on ``device``)."""
     payload = load_checkpoint(path)
-    net = build_network(payload["space"], payload["arch"])
+    try:
+        net = build_network(payload["space"], payload["arch"])
+    except (ArchError, ConfigError) as err:
+        raise ModelFileError(f"{path}: {err}") from None
     try:
         net.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
-        raise ModelFileError(f"{path}: weights do not fit the stored architecture ({str(err)[:300]})") from None
+        raise ModelFileError(f"{path}: weights do not fit the stored architecture ({short(str(err), 300)})") from None
     return net.to(device).eval()
 
 
 def model_meta(path: str) -> Dict[str, Any]:
     """The ``meta`` dict of a ``model.pt``, TorchScript or ONNX file written by this module."""
-    if path.endswith(".onnx"):
-        import onnx  # onnx and onnxruntime load only for ONNX files: training and TorchScript never pay for them
-
-        model = onnx.load(path, load_external_data=False)
-        props = {p.key: p.value for p in model.metadata_props}
-        return json.loads(props.get("nni_rspnet_meta", "{}"))
-    if not is_torchscript(path):
+    kind, data = read_model_file(path)
+    if kind == "onnx":
+        props = {p.key: p.value for p in _parse_onnx(data).metadata_props}
+        return _meta_json(props.get("nni_rspnet_meta", "{}"), path)
+    if kind == "model.pt":
         return load_checkpoint(path).get("meta") or {}
     extra = {"meta.json": ""}
-    torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    return json.loads(extra["meta.json"] or "{}")
+    _load_torchscript(data, path, "cpu", extra)
+    return _meta_json(extra["meta.json"] or "{}", path)
+
+
+def _meta_json(text: str, path: str) -> Dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: its metadata is not a JSON object")
+    return meta
+
+
+def _load_torchscript(data: bytes, path: str, device: Union[str, torch.device] = "cpu",
+                      extra: Optional[Dict[str, str]] = None) -> torch.jit.ScriptModule:
+    try:
+        return torch.jit.load(io.BytesIO(data), map_location=device, _extra_files=extra or {})
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError and others for a damaged archive
+        raise ModelFileError(f"{path}: cannot load the TorchScript file ({short(' '.join(str(err).split()), 160)})") \
+            from None
 
 
 def export_torchscript(net: nn.Module, path: str, meta: Optional[Dict[str, Any]] = None,
@@ -108,19 +186,33 @@ def export_torchscript(net: nn.Module, path: str, meta: Optional[Dict[str, Any]]
     """Scripts ``net`` (``torch.jit.script``, so any input size works), saves it atomically with
     ``meta`` as the extra file ``meta.json``, and returns the scripted module.
 
-    With ``check_input``, the saved file is loaded back and its output compared to ``net``'s
-    (``ValueError`` beyond 1e-4).
+    With ``check_input``, the serialised module is loaded back and its output compared to ``net``'s
+    before anything is written (``ModelFileError`` beyond 1e-4, or NaN: see ``check_parity``).
     """
     net = net.cpu().eval()
     scripted = torch.jit.script(net)
-    with atomic_path(path) as tmp:
-        torch.jit.save(scripted, tmp, _extra_files={"meta.json": json.dumps(meta or {})})
+    buf = io.BytesIO()  # in memory first: torch's own file writer derives a name from the file's
+    torch.jit.save(scripted, buf, _extra_files={"meta.json": json.dumps(meta or {})})
     if check_input is not None:
         with torch.no_grad():
-            diff = (torch.jit.load(path)(check_input) - net(check_input)).abs().max().item()
-        if diff > 1e-4:
-            raise ValueError(f"{path}: TorchScript output differs from PyTorch by {diff:.2e} (> 1e-4)")
+            diff = (torch.jit.load(io.BytesIO(buf.getvalue()))(check_input) - net(check_input)).abs().max().item()
+        check_parity(diff, path, "TorchScript")
+    atomic_write_bytes(path, buf.getvalue())
     return scripted
+
+
+def check_parity(diff: float, path: str, what: str, tolerance: float = 1e-4) -> float:
+    """``diff`` (largest difference of an exported file's output from PyTorch's) if within ``tolerance``.
+
+    Written so that NaN fails (``nan > 1e-4`` is False, and so is ``nan <= 1e-4``).
+
+    Raises:
+        ModelFileError: naming the file and the difference.
+    """
+    if not diff <= tolerance:
+        raise ModelFileError(f"{path}: {what} output differs from PyTorch by {diff:.2e} (more than {tolerance:g}); "
+                             f"no file was written")
+    return diff
 
 
 def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Optional[Dict[str, Any]] = None,
@@ -130,7 +222,8 @@ def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Opti
     ``check``, runs the file in onnxruntime and returns the largest difference from PyTorch.
 
     Raises:
-        ValueError: the onnxruntime output differs from PyTorch by more than 1e-4.
+        ModelFileError: the onnxruntime output differs from PyTorch by more than 1e-4 (or is NaN);
+            nothing is written then.
     """
     import onnx  # only for ONNX, see model_meta
 
@@ -138,7 +231,7 @@ def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Opti
     h, w = int(input_size[0]), int(input_size[1])
     c = _in_channels(net)
     x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # checked before it is renamed into place: a failed check writes nothing
         torch.onnx.export(net, (x,), tmp, dynamo=False, opset_version=opset, input_names=["image"],
                           output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
         model = onnx.load(tmp)
@@ -146,17 +239,15 @@ def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Opti
         entry = model.metadata_props.add()
         entry.key, entry.value = "nni_rspnet_meta", json.dumps(meta or {})
         onnx.save(model, tmp)
-    if not check:
-        return float("nan")
-    import onnxruntime as ort  # only for ONNX, see model_meta
+        if not check:
+            return float("nan")
+        import onnxruntime as ort  # only for ONNX, see _parse_onnx
 
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    out = session.run(None, {"image": x.numpy()})[0]
-    with torch.no_grad():
-        ref = net(x).numpy()
-    diff = float(np.abs(out - ref).max())
-    if diff > 1e-4:
-        raise ValueError(f"{path}: onnxruntime output differs from PyTorch by {diff:.2e} (> 1e-4)")
+        session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+        out = session.run(None, {"image": x.numpy()})[0]
+        with torch.no_grad():
+            ref = net(x).numpy()
+        diff = check_parity(float(np.abs(out - ref).max()), path, "onnxruntime")
     return diff
 
 
@@ -176,25 +267,27 @@ class Predictor:
     """
 
     def __init__(self, model_path: str, device: str = "cpu"):
-        if not os.path.isfile(model_path):
-            raise ModelFileError(f"{model_path}: model file not found")
         self.path, self.device = model_path, device
+        kind, data = read_model_file(model_path)  # by content: an ONNX file need not end in .onnx
         self.meta = model_meta(model_path)
         self.mean = self.meta.get("mean", IMAGENET_MEAN)
         self.std = self.meta.get("std", IMAGENET_STD)
         self.session = None
         self.input_hw: Optional[Tuple[int, int]] = None
-        if model_path.endswith(".onnx"):
-            import onnxruntime as ort  # only for ONNX, see model_meta
+        if kind == "onnx":
+            import onnxruntime as ort  # only for ONNX, see _parse_onnx
 
-            self.session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-            shape = self.session.get_inputs()[0].shape
-            self.input_hw = (int(shape[2]), int(shape[3]))
+            try:
+                self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+                shape = self.session.get_inputs()[0].shape
+                self.input_hw = (int(shape[2]), int(shape[3]))
+            except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for a bad graph
+                raise ModelFileError(f"{model_path}: onnxruntime cannot run this ONNX file "
+                                     f"({short(' '.join(str(err).split()), 160)})") from None
+        elif kind == "torchscript":
+            self.net = _load_torchscript(data, model_path, device).eval()
         else:
-            if is_torchscript(model_path):
-                self.net = torch.jit.load(model_path, map_location=device).eval()
-            else:
-                self.net = load_model(model_path, device)
+            self.net = load_model(model_path, device)
 
     @torch.no_grad()
     def logits(self, image: np.ndarray) -> np.ndarray:

@@ -27,10 +27,13 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..fileio import atomic_write_text, save_figure, save_torch, write_json
+from ..errors import DivergedError, Interrupted, ModelFileError
+from ..fileio import atomic_write_text, load_torch, make_dirs, save_figure, save_torch, write_json
 from ..schema import Section
 from .data import DataConfig, Datasets, build_loaders, datasets_for
 from .deploy import load_model, save_model
+from .guard import check_finite, check_finite_weights, check_same_run, fit, rng_state, run_identity, \
+    set_rng_state, stopped
 from .metrics import IGNORE_INDEX, SegMetric
 from .progress import trainer_callbacks
 
@@ -265,6 +268,7 @@ class SegmentationModule(LightningModule):
                 t_logits = self.teacher(x)
             loss = loss + self.kd_weight * distillation_loss(logits, t_logits, y, self.kd_temperature,
                                                              self.ignore_index)
+        check_finite(loss, "the training loss")  # the one guard, for retraining and for both search steps
         self.train_loss_mean.update(loss.detach())
         self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
@@ -333,6 +337,48 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         save_torch(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location: Optional[Any] = None) -> Dict[str, Any]:
+        """Through ``fileio.load_torch``: ``weights_only=True``, and a bad file is one ``ModelFileError``."""
+        return load_training_checkpoint(path)
+
+
+def load_training_checkpoint(path: str) -> Dict[str, Any]:
+    """A Lightning checkpoint written by ``train_network`` (``weights_only``); errors name the file."""
+    ckpt = load_torch(path, "training checkpoint", ModelFileError)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("epoch"), int) or "state_dict" not in ckpt:
+        raise ModelFileError(f"{path}: not a training checkpoint written by nni-rspnet train (no epoch and weights)")
+    return ckpt
+
+
+CHECKPOINT_KEY = "nni_rspnet"  # where ExactResume keeps its state in a Lightning checkpoint
+
+
+class ExactResume(pl.Callback):
+    """Puts into every Lightning checkpoint what Lightning leaves out for an exact resume: the random
+    state (put back when the resumed training starts, before the first batch is drawn) and the run's
+    identity (checked by the caller before resuming, see ``check_same_run``).
+
+    Args:
+        identity: ``run_identity(...)`` of this run.
+    """
+
+    def __init__(self, identity: Mapping[str, Any]):
+        self.identity = dict(identity)
+        self._rng: Optional[Dict[str, Any]] = None
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: Dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"rng": rng_state(), "identity": self.identity}
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: Dict[str, Any]) -> None:
+        self._rng = (checkpoint.get(CHECKPOINT_KEY) or {}).get("rng")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._rng is not None:
+            set_rng_state(self._rng)
+            self._rng = None
 
 
 class HistoryCallback(pl.Callback):
@@ -426,7 +472,17 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
     """
     num_classes = space["num_classes"] if space else getattr(getattr(net, "config", None), "num_classes", None)
     train_set, val_set, classes = datasets_for(data_cfg, num_classes, datasets)
-    os.makedirs(out_dir, exist_ok=True)
+    make_dirs(out_dir)
+    last = os.path.join(out_dir, "last.ckpt")
+    # A resumed run must be the run the checkpoint was written for, or its result is no run's result.
+    identity = run_identity(space=space, arch=arch, train=train_cfg.to_dict(), data=data_cfg.to_dict())
+    ckpt_path = last if resume and os.path.exists(last) else None
+    resumed_after = None
+    if ckpt_path is not None:
+        ckpt = load_training_checkpoint(ckpt_path)
+        check_same_run((ckpt.get(CHECKPOINT_KEY) or {}).get("identity"), identity, ckpt_path)
+        resumed_after = int(ckpt["epoch"]) + 1
+        del ckpt
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
     pl.seed_everything(train_cfg.seed, workers=True)
@@ -436,6 +492,7 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
     accelerator = "gpu" if str(device).startswith("cuda") else train_cfg.accelerator
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     history = HistoryCallback(out_dir)
+    exact = ExactResume(identity)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir, filename="best", monitor="val_miou", mode="max",
                                               save_top_k=1, save_last=True, save_on_train_epoch_end=True)
     strategy: Any = None if train_cfg.strategy == "auto" else train_cfg.strategy  # Lightning 1.9 spells auto None
@@ -444,7 +501,7 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
     trainer = pl.Trainer(
         max_epochs=train_cfg.epochs, accelerator=accelerator, devices=train_cfg.devices, strategy=strategy,
         precision=16 if (on_gpu and train_cfg.amp) else 32,
-        callbacks=[history, checkpoint] + trainer_callbacks(progress),
+        callbacks=[history, exact, checkpoint] + trainer_callbacks(progress),
         plugins=[AtomicCheckpointIO()], default_root_dir=out_dir,
         logger=[pl.loggers.CSVLogger(out_dir, name="logs"),
                 pl.loggers.TensorBoardLogger(tensorboard_dir or os.path.join(out_dir, "tensorboard"), name="retrain",
@@ -452,13 +509,18 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
         enable_progress_bar=progress, num_sanity_val_steps=0, log_every_n_steps=train_cfg.log_every_n_steps,
         gradient_clip_val=train_cfg.grad_clip or None, enable_model_summary=False, deterministic=False,
         max_time={"seconds": int(max_time_s)} if max_time_s else None)
-    last = os.path.join(out_dir, "last.ckpt")
-    ckpt_path = last if resume and os.path.isfile(last) else None
-    resumed_after = None
-    if ckpt_path is not None:  # read here only to report it; Lightning restores the states itself
-        resumed_after = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"]) + 1
     start = time.time()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    try:
+        fit(trainer, module, train_loader, val_loader, ckpt_path=ckpt_path)  # Lightning restores every state
+        check_finite_weights(module.eval_network(), "the trained network")
+    except (Interrupted, DivergedError) as err:
+        done = [r["epoch"] + 1 for r in history.rows]
+        kept = last if os.path.isfile(last) and done else None
+        position = f"after epoch {done[-1]} of {train_cfg.epochs}" if done else None
+        if isinstance(err, Interrupted):
+            raise Interrupted(stopped(err, kept, position)) from None
+        raise DivergedError(stopped(DivergedError(f"the training diverged: {err} (train.lr={train_cfg.lr:g} may be "
+                                                  f"too high)"), kept, position, resume=False)) from None
     seconds = time.time() - start
     if module.last_val_miou is None and history.rows:  # resumed a run that had already finished
         module.last_val_miou = history.rows[-1]["val_miou"]
