@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import nni
+import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError, UserError
@@ -152,6 +153,7 @@ def run_trial(stage: str, config: str, overrides: Sequence[str] = (), sample: Op
     if probs is not None:
         write_json(out / "probs.json", probs, sort_keys=True)
 
+    torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run: same seed, same result
     net = build_network(space_cfg, arch)
     finals: List[Any] = []
     with relay_reports("retrain", finals):

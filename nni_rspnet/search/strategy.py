@@ -276,14 +276,15 @@ class RSPDartsModule(DartsLightningModule):
     # state -----------------------------------------------------------------------------------------------
 
     def state_for_checkpoint(self) -> Dict[str, Any]:
-        """Weights, architecture parameters, optimiser, schedule and penalty states, every RNG: enough to
-        resume exactly (the temperature follows from the epoch)."""
+        """Weights, architecture parameters, optimiser, schedule and penalty states, every RNG and the
+        temperature: enough to resume exactly."""
         return {
             "model": {k: v.detach().clone() for k, v in self.state_dict().items()},  # a snapshot, not views
             "optimizers": [copy.deepcopy(opt.state_dict()) for opt in self.trainer.optimizers],
             "schedulers": [copy.deepcopy(c.scheduler.state_dict()) for c in self.trainer.lr_scheduler_configs],
             "penalty": self.penalty.state_dict() if self.penalty is not None else None,
             "rng": rng_state(),
+            "tau": self.tau,
         }
 
 
@@ -452,8 +453,9 @@ class TwoStageDarts(BaseStrategy):
             trainer = _stage_trainer(evaluator.trainer, remaining, _EpochEnd(self, stage))
             fit(trainer, module, {"train": evaluator.train_dataloaders, "val": evaluator.val_dataloaders},
                 evaluator.val_dataloaders)  # Ctrl-C raises Interrupted: never a silently shortened stage
-        elif state is not None:
-            module.restore_rng()  # the stage had ended: what follows draws as it did after that epoch
+        elif state is not None:  # the stage had ended: export and go on as right after its last epoch
+            module.set_temperature(float(state.get("tau", module.temperature(done - 1))))
+            module.restore_rng()
             module.restore = None
         return module
 
