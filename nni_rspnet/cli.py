@@ -608,6 +608,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     # Lightning's per-fit banner ("GPU available: False ...") repeats for every stage; keep warnings.
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)  # "Global seed set to 0"
     try:
         set_threads(args.threads)
         if getattr(args, "device", None):

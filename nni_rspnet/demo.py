@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch
 
 from .config import RunConfig
-from .fileio import atomic_write_text, write_json
+from .fileio import atomic_write_text, make_dirs, write_json
 from .measure import count_macs, count_params, measure_latency
 from .schema import DEFAULT_CONFIG
 from .search.driver import run_search
@@ -63,7 +63,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = DEFAULT_CONFIG, fast: boo
     started = time.time()
     cfg = RunConfig.load(config, DEMO_PRESETS[fast] + list(overrides or []), origin=f"{config} (with demo presets)")
     space_cfg, search_cfg, train_cfg, data_cfg = cfg.space, cfg.search, cfg.train, cfg.data
-    os.makedirs(out_dir, exist_ok=True)
+    make_dirs(out_dir)
     files: Dict[str, str] = {}
     timings: Dict[str, float] = {}
     total = 6
@@ -123,7 +123,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = DEFAULT_CONFIG, fast: boo
     meta = {"classes": classes, "mean": list(data_cfg.mean), "std": list(data_cfg.std), "arch": found.arch}
     files["TorchScript"] = os.path.join(out_dir, "export", "model.torchscript.pt")
     files["ONNX"] = os.path.join(out_dir, "export", "model.onnx")
-    os.makedirs(os.path.dirname(files["ONNX"]), exist_ok=True)
+    make_dirs(os.path.dirname(files["ONNX"]))
     export_torchscript(net, files["TorchScript"], meta=meta, check_input=x)
     onnx_diff = export_onnx(net, files["ONNX"], (h, w), meta=meta)
     timings["export"] = time.time() - t

@@ -27,7 +27,8 @@ import re
 import reprlib
 import stat
 import tempfile
-from typing import Any, Callable, Dict, Iterator, Optional, Type, Union
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Optional, Type, Union
 
 import yaml
 
@@ -86,6 +87,26 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
+def _missing_dirs(path: str) -> List[str]:
+    """The folders ``os.makedirs(path)`` would create, deepest last."""
+    missing = []
+    path = os.path.abspath(path)
+    while path and not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing[::-1]
+
+
+def remove_empty_dirs(folders: List[str]) -> None:
+    """Removes those of ``folders`` that are (still) empty, deepest first: what a failed write created."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
 def make_dirs(path: PathLike, what: str = "output folder") -> str:
     """``os.makedirs(path, exist_ok=True)``; a file in the way or no permission is one ``OutputError``."""
     path = os.fspath(path)
@@ -111,14 +132,16 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    make_dirs(folder, "output folder")
     if os.path.isdir(path):
         raise OutputError(f"{path}: is a folder; expected the path of a file to write")
+    created = _missing_dirs(folder)  # removed again if the write fails: a failed write leaves nothing
+    make_dirs(folder, "output folder")
     # The target's extension ends the temporary name, so writers that go by the extension still see it.
     suffix = os.path.splitext(os.path.basename(path))[1][:32]
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
     except OSError as err:
+        remove_empty_dirs(created)
         raise OutputError(f"{path}: cannot write ({_reason(err)})") from None
     os.close(fd)
     try:
@@ -129,6 +152,7 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        remove_empty_dirs(created)
         if isinstance(err, OSError) and not isinstance(err, UserError):
             raise OutputError(f"{path}: cannot write ({_reason(err)}); the previous file, if any, is kept") from None
         raise
@@ -187,6 +211,30 @@ def save_figure(fig: Any, path: PathLike, **savefig_kwargs: Any) -> None:
 
 # --- reading -------------------------------------------------------------------------------------------
 
+def check_file(path: PathLike, what: str = "file", error: Type[UserError] = ConfigError,
+               max_bytes: int = MAX_TEXT_BYTES) -> int:
+    """The size of ``path`` if it is a regular file of at most ``max_bytes``; else ``error`` (as
+    ``read_bytes``, without reading: for checking every input before anything is written)."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read the {what} ({_reason(err)})") from None
+    _check_stat(st, path, what, error, max_bytes)
+    return st.st_size
+
+
+def _check_stat(st: os.stat_result, path: str, what: str, error: Type[UserError], max_bytes: int) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{path}: the {what} is a folder; expected a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: the {what} is not a regular file (a FIFO, socket or device); expected a file")
+    if st.st_size > max_bytes:
+        raise error(f"{path}: the {what} is {human_size(st.st_size)}, more than the limit of {human_size(max_bytes)}")
+
+
 def read_bytes(path: PathLike, what: str = "file", error: Type[UserError] = ConfigError,
                max_bytes: int = MAX_TEXT_BYTES) -> bytes:
     """The bytes of the regular file ``path``, at most ``max_bytes`` of them: the one reader of every file
@@ -207,14 +255,7 @@ def read_bytes(path: PathLike, what: str = "file", error: Type[UserError] = Conf
     except OSError as err:
         raise error(f"{path}: cannot read the {what} ({_reason(err)})") from None
     try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise error(f"{path}: the {what} is a folder; expected a file")
-        if not stat.S_ISREG(st.st_mode):
-            raise error(f"{path}: the {what} is not a regular file (a FIFO, socket or device); expected a file")
-        if st.st_size > max_bytes:
-            raise error(f"{path}: the {what} is {human_size(st.st_size)}, more than the limit of "
-                        f"{human_size(max_bytes)}")
+        _check_stat(os.fstat(fd), path, what, error, max_bytes)
         chunks = []
         left = max_bytes + 1  # a file that grows while it is read is still cut at the limit
         while left > 0:
@@ -344,12 +385,19 @@ def load_torch(path: PathLike, what: str = "checkpoint", error: Type[UserError] 
                max_bytes: int = MAX_TORCH_BYTES) -> Any:
     """``torch.load(path, weights_only=True)`` through ``read_bytes``: no pickle runs code, and a missing,
     truncated, refused or foreign file is one ``error`` naming it."""
+    path = os.fspath(path)
+    return torch_from_bytes(read_bytes(path, what, error, max_bytes), path, what, error)
+
+
+def torch_from_bytes(data: bytes, path: PathLike, what: str = "checkpoint",
+                     error: Type[UserError] = ModelFileError) -> Any:
+    """``torch.load`` of ``data`` (read from ``path``) with ``weights_only=True``; errors as ``load_torch``."""
     import torch  # here, not above: see save_torch
 
-    path = os.fspath(path)
-    data = read_bytes(path, what, error, max_bytes)
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a truncated or refused file
-        raise error(f"{path}: cannot load the {what} ({type(err).__name__}: {short(_reason(err), 160)}); "
+        raise error(f"{os.fspath(path)}: cannot load the {what} ({type(err).__name__}: {short(_reason(err), 160)}); "
                     f"it is truncated, not a file of this tool, or holds objects that are not plain data") from None

@@ -92,3 +92,16 @@ def test_num_classes_is_checked_on_every_path(tmp_path, three_class_folder, caps
         run_trial("arch", str(config), out_dir=str(tmp_path / "trial"))
     assert cli_main(["demo", "--fast", "--config", str(config), "--out", str(tmp_path / "demo")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_numbers_as_a_user_writes_them(tmp_path):
+    """YAML 1.1 reads 1e6 as a string; a user means a number (in files and in --set)."""
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 2e-3\n")
+    cfg = RunConfig.load(path, ["search.lr=1e6", "search.target_params=5E4"])
+    assert (cfg.train.lr, cfg.search.lr, cfg.search.target_params) == (2e-3, 1e6, 5e4)
+    with pytest.raises(ConfigError, match=r"\[train\]: lr: expected a finite number, got nan"):
+        RunConfig.load(path, ["train.lr=.nan"])  # NaN passed every `<= 0` check
+    with pytest.raises(ConfigError, match=r"\[space\]: paths_per_node=5 is more than the incoming paths of any node "
+                                          r"\(at most 4 with skip_paths=true\)"):
+        RunConfig.load(path, ["space.paths_per_node=5", "space.skip_paths=true"])

@@ -134,3 +134,39 @@ def test_cli_export_and_predict(trained, tmp_path, capsys):
     bad.write_bytes(b"junk")
     assert main(["export", "--checkpoint", str(bad), "--format", "torchscript"]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_model_files_are_told_apart_by_content_not_name(trained, tmp_path, capsys):
+    """An ONNX file without the .onnx suffix predicts (it used to be 'not a model.pt'); TorchScript exports to
+    a name without an extension (torch's writer used to fail on the temporary name)."""
+    net, path = trained
+    export_onnx(net, str(tmp_path / "m.onnx"), (32, 64), META)
+    os.rename(tmp_path / "m.onnx", tmp_path / "model.bin")
+    image = np.random.default_rng(1).integers(0, 255, (32, 64, 3), dtype=np.uint8)
+    assert Predictor(str(tmp_path / "model.bin")).session is not None
+    assert main(["export", "--checkpoint", path, "--format", "torchscript", "--out", str(tmp_path / "mymodel")]) == 0
+    assert Predictor(str(tmp_path / "mymodel")).net is not None
+    a, b = (Predictor(str(tmp_path / name)).predict(image) for name in ("model.bin", "mymodel"))
+    assert (a == b).mean() > 0.999
+
+
+def test_parity_checks_reject_nan(trained, tmp_path):
+    from nni_rspnet.seg.deploy import check_parity
+
+    assert check_parity(1e-6, "m", "TorchScript") == 1e-6
+    with pytest.raises(ModelFileError, match=r"m: TorchScript output differs from PyTorch by nan"):
+        check_parity(float("nan"), "m", "TorchScript")
+    net, _ = trained
+
+    class NaNOnce(torch.nn.Module):  # scripts to something that differs from its eager run
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            y = self.net(x)
+            return y * float("nan") if torch.jit.is_scripting() else y
+
+    with pytest.raises(ModelFileError, match="differs from PyTorch by nan"):
+        export_torchscript(NaNOnce(), str(tmp_path / "x.pt"), check_input=torch.randn(1, 3, 32, 64))
+    assert not (tmp_path / "x.pt").exists()

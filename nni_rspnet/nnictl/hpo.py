@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from nni.nas.execution.common.utils import get_mutation_dict
 
 from ..errors import ArchError, ConfigError
-from ..fileio import atomic_write_text, read_json
+from ..fileio import atomic_write_text, read_json, short
 from ..schema import split_key
 from ..space.arch import Arch, space_spec, validate
 
@@ -34,10 +34,16 @@ def export_search_space(config, extra: Optional[Mapping[str, Mapping[str, Any]]]
     Returns:
         A JSON-ready dict, labels sorted, then the extra parameters.
     """
+    if extra is not None and not isinstance(extra, Mapping):
+        raise ConfigError(f"extra search-space parameters: expected a JSON object of SECTION.KEY -> "
+                          f"{{_type, _value}}, got {type(extra).__name__}")
     space: SearchSpace = {label: {"_type": "choice", "_value": choice.values()}
                           for label, choice in space_spec(config).items()}
     for key, value in (extra or {}).items():
-        split_key(key, f"extra search-space parameter {key!r}")  # never a label: labels have no section
+        split_key(key, f"extra search-space parameter {short(key, 60)}")  # never a label: labels have no section
+        if not isinstance(value, Mapping) or "_type" not in value or "_value" not in value:
+            raise ConfigError(f"extra search-space parameter {key!r}: expected an object with '_type' and "
+                              f"'_value', got {short(value, 60)}")
         space[key] = dict(value)
     return space
 

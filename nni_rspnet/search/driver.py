@@ -139,8 +139,9 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
     """The body of ``run_search``."""
     # Checked before anything is written: a dataset whose classes the head does not predict.
     datasets = datasets_for(data_cfg, space_cfg.num_classes, datasets)
+    # Every input is read and checked before the output folder is touched.
+    given_table = CostTable.load(search_cfg.lut) if search_cfg.target is not None and search_cfg.lut else None
     out = os.fspath(out_dir)
-    make_dirs(out)
     ckpt_path = os.path.join(out, "checkpoint.pt")
     state = None
     # A resumed search must be the search its checkpoint was written for, or its result is no search's result.
@@ -150,6 +151,7 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
         check_same_run(state.get("run"), identity, ckpt_path)
     elif resume:
         warnings.warn(f"{ckpt_path} not found: starting a new search", RuntimeWarning)
+    make_dirs(out)
     _write_json(os.path.join(out, "search_config.json"),
                 {"space": space_cfg.to_dict(), "search": search_cfg.to_dict(), "data": data_cfg.to_dict()})
 
@@ -165,7 +167,9 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
         metric, target = search_cfg.target
         saved_table = os.path.join(out, "cost_table.json")
         source = search_cfg.lut or (saved_table if state is not None and os.path.exists(saved_table) else None)
-        if source:  # a given table, or on resume the one measured at the start (same penalty after it)
+        if given_table is not None:
+            table = given_table
+        elif source:  # on resume, the table measured at the start (the same penalty after it)
             table = CostTable.load(source)
         else:
             table = build_cost_table(space_cfg, input_size, search_cfg.latency_device or device,

@@ -20,11 +20,12 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ArchError, ConfigError, DataError, ModelFileError
-from ..fileio import MAX_TORCH_BYTES, atomic_path, atomic_write_bytes, human_size, read_bytes, save_torch, short
+from ..fileio import MAX_TORCH_BYTES, atomic_path, atomic_write_bytes, check_file, human_size, read_bytes, save_torch, \
+    short, torch_from_bytes
 from ..space.arch import build_network
 from ..space.model import SpaceConfig
 from .cityscapes import check_cityscapes_classes, find_images, prediction_name, predictions_to_label_ids, save_label_ids
-from .datasets import IMAGE_EXTENSIONS, read_image
+from .datasets import IMAGE_EXTENSIONS, MAX_IMAGE_BYTES, read_image
 from .guard import count_nonfinite
 from .progress import iterate
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -113,11 +114,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     if kind != "model.pt":
         raise ModelFileError(f"{path}: a{'n' if kind == 'onnx' else ''} {kind if kind == 'onnx' else 'TorchScript'} "
                              f"file, not a model.pt (use it with predict)")
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ModelFileError(f"{path}: not a model.pt written by nni-rspnet train ({type(err).__name__}: "
-                             f"{short(' '.join(str(err).split()), 160)})") from None
+    payload = torch_from_bytes(data, path, "model.pt written by nni-rspnet train", ModelFileError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a model.pt written by nni-rspnet train (no {FORMAT!r} marker)")
     for key in ("space", "arch", "state_dict"):
@@ -354,12 +351,13 @@ def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cp
         paths = [os.path.join(in_dir, f) for f in sorted(os.listdir(in_dir)) if f.lower().endswith(IMAGE_EXTENSIONS)]
         if not paths:
             raise DataError(f"{in_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    for path in paths:  # every input checked before anything is written (a FIFO named x.png, a folder, ...)
+        check_file(path, "image file", DataError, MAX_IMAGE_BYTES)
     predictor = Predictor(model_path, device)
     classes = predictor.meta.get("classes", [])
     if fmt == "cityscapes":
         check_cityscapes_classes(classes, model_path)
     colours = palette(len(classes) or 256, predictor.meta.get("dataset", "builtin"))
-    os.makedirs(out_dir, exist_ok=True)
     written = []
     for path in iterate(paths, "predict", enabled=len(paths) >= 5, unit="images"):
         image = read_image(path)

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..fileio import atomic_path, atomic_write_text, write_json
+from ..fileio import atomic_path, atomic_write_text, make_dirs, write_json
 from .data import pad_collate
 from .metrics import IGNORE_INDEX, SegMetric
 from .progress import iterate
@@ -123,7 +123,7 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
               "per_class": {name: (None if math.isnan(v) else v) for name, v in zip(classes, per_class)},
               "images": len(dataset), "mode": mode, "flip": flip}
     if out_dir is not None:
-        os.makedirs(os.path.join(out_dir, "predictions"), exist_ok=True)
+        make_dirs(os.path.join(out_dir, "predictions"))
         write_json(os.path.join(out_dir, "iou.json"), result)
         atomic_write_text(os.path.join(out_dir, "iou.md"),
                           iou_table_markdown(classes, per_class, result["miou"], result["pixel_accuracy"]))

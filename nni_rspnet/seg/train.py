@@ -506,7 +506,8 @@ def train_network(net: nn.Module, data_cfg: DataConfig, train_cfg: TrainConfig, 
         logger=[pl.loggers.CSVLogger(out_dir, name="logs"),
                 pl.loggers.TensorBoardLogger(tensorboard_dir or os.path.join(out_dir, "tensorboard"), name="retrain",
                                              version="", default_hp_metric=False)],
-        enable_progress_bar=progress, num_sanity_val_steps=0, log_every_n_steps=train_cfg.log_every_n_steps,
+        enable_progress_bar=progress, num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(train_cfg.log_every_n_steps, len(train_loader))),
         gradient_clip_val=train_cfg.grad_clip or None, enable_model_summary=False, deterministic=False,
         max_time={"seconds": int(max_time_s)} if max_time_s else None)
     start = time.time()
