@@ -97,8 +97,10 @@ def _threads(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 1024], got {text[:40]!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text[:40]!r}")
+    if value > 1024:
+        raise argparse.ArgumentTypeError(f"expected at most 1024 threads, got {value}")
     return value
 
 
@@ -536,7 +538,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _args_configs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--path", metavar="NAME", default=None,
-                   help="print only the path of the shipped file NAME (e.g. nnictl create --config "
+                   help="print only the path of the shipped file NAME (e.g. for an editor: "
                         "\"$(nni-rspnet configs --path macro)\")")
 
 
@@ -552,7 +554,7 @@ def _cmd_configs(args: argparse.Namespace) -> int:
         print(found[0].path)
         return 0
     usage = {"config": "--config NAME", "tuner": "searchSpaceFile of the experiments",
-             "arch": "--arch PATH", "experiment": 'nnictl create --config "$(nni-rspnet configs --path NAME)"'}
+             "arch": "--arch PATH", "experiment": "nni-rspnet experiment create --config NAME"}
     for kind, (_, _, what) in KINDS.items():
         items = shipped(kind)
         if not items:

@@ -7,7 +7,7 @@ them), so an installed package has them wherever the user stands:
 - ``search_spaces/*.yaml``: run configs (``--config tiny`` or ``--config cityscapes``);
 - ``search_spaces/*.json``: NNI tuner search spaces, named by the experiment configs;
 - ``search_spaces/found/*.json``: found architectures, when there are any;
-- ``experiment_configs/*.yml``: nnictl experiments (``nnictl create --config "$(nni-rspnet configs --path macro)"``).
+- ``experiment_configs/*.yml``: nnictl experiments (``nni-rspnet experiment create --config macro``).
 
 ``resolve(spec, kind)`` turns what a user typed into a file: a path that exists is taken as it is;
 otherwise a bare name (``tiny``, ``tiny.yaml``) is looked up among the shipped files of that kind.
@@ -80,7 +80,7 @@ def resolve(spec: "str | os.PathLike", kind: str = "config") -> str:
         ConfigError: neither a file nor a shipped name; the message lists the shipped names.
     """
     text = os.fspath(spec)
-    if os.path.isfile(text):
+    if os.path.exists(text):  # a folder or a FIFO too: the reader (fileio.read_bytes) says what it is instead
         return text
     if os.sep not in text and "/" not in text:
         for item in shipped(kind):

@@ -305,6 +305,9 @@ BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 
 def cases() -> List[Case]:
     """Every row of the catalogue."""
+    from nni_rspnet.config import RunConfig
+
+    defaults = RunConfig.load(TINY, T_SETS)  # the settings the checkpoints of the assets were written with
     rows: List[Case] = [
         # --- config files -------------------------------------------------------------------------------
         Case("config: missing file", lambda tmp, a: (["space", "--config", str(tmp / "none.yaml")],
@@ -411,7 +414,8 @@ def cases() -> List[Case]:
         resume_case("another architecture", "train", lambda out, a: _copy(a.train_dir / "last.ckpt", out / "last.ckpt"),
                     "--resume with a different architecture", extra=["--arch", "ARCH2"]),
         resume_case("another config", "train", lambda out, a: _copy(a.train_dir / "last.ckpt", out / "last.ckpt"),
-                    "different config (train.lr is 0.05 in the checkpoint, 0.01 now)", extra=["--set", "train.lr=0.01"]),
+                    f"different config (train.lr is {defaults.train.lr:g} in the checkpoint, 0.0123 now)",
+                    extra=["--set", "train.lr=0.0123"]),
         resume_case("truncated", "search", lambda out, a: _copy(a.search_dir / "checkpoint.pt", out / "checkpoint.pt",
                                                                  3000),
                     "checkpoint.pt: cannot load the search checkpoint"),
@@ -419,8 +423,8 @@ def cases() -> List[Case]:
                     "checkpoint.pt: cannot load the search checkpoint"),
         resume_case("another config", "search", lambda out, a: _copy(a.search_dir / "checkpoint.pt",
                                                                      out / "checkpoint.pt"),
-                    "different config (search.arc_lr is 0.02 in the checkpoint, 0.5 now)",
-                    extra=["--set", "search.arc_lr=0.5"]),
+                    f"different config (search.arc_lr is {defaults.search.arc_lr:g} in the checkpoint, 0.0123 now)",
+                    extra=["--set", "search.arc_lr=0.0123"]),
         # --- cost tables ---------------------------------------------------------------------------------------
         Case("search: cost table is a pickle", lambda tmp, a: (
             ["search", *T, "--out", str(tmp / "out"), "--set", f"search.lut={_copy(a.evil_pickle, tmp / 'lut.json')}",
