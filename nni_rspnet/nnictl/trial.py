@@ -38,7 +38,7 @@ import nni
 import torch
 
 from ..config import RunConfig
-from ..errors import ConfigError, UserError
+from ..errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, UserError
 from ..fileio import atomic_write_text, write_json
 from ..measure import measure_cost
 from ..runtime import set_threads
@@ -248,8 +248,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         final = run_trial(args.stage, args.config, args.overrides, sample or None, args.out, args.device, args.seed,
                           report=nni.report_final_result)
     except UserError as err:
-        print(f"nni_rspnet.nnictl.trial: error: {err}", file=sys.stderr)
-        return 2
+        print(f"nni_rspnet.nnictl.trial: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:  # as in the CLI: never a success, and no final result reported
+        print(f"nni_rspnet.nnictl.trial: {' '.join(str(err).split()) or 'interrupted (Ctrl-C)'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"final result: {json.dumps(final)}")
     return 0
 

@@ -215,6 +215,9 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # plain (untraced) DataLoaders are fine in one shot
         evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    # Seeded again here: the supernet's initial weights must not depend on whether a cost table was just
+    # measured (it builds networks) or, on resume, read from cost_table.json.
+    pl.seed_everything(search_cfg.seed, workers=True)
     space = RSPNetSpace(space_cfg)
     config = RetiariiExeConfig()
     config.execution_engine = "oneshot"
