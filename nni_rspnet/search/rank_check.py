@@ -50,7 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, ModelFileError
-from ..fileio import read_json, save_figure, write_json
+from ..fileio import load_torch, make_dirs, read_json, save_figure, write_json
 from ..measure import count_macs, count_params
 from ..seg.data import DataConfig, Datasets, build_datasets, build_loaders
 from ..seg.metrics import SegMetric
@@ -105,11 +105,7 @@ def load_supernet_state(search_dir: str, space_cfg: SpaceConfig) -> Dict[str, An
     if not os.path.isfile(path):
         raise ModelFileError(f"{path} not found: the search has not finished stage 1 (resume it with "
                              f"'nni-rspnet search --resume --out {search_dir}')")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same mistake for the user
-        raise ModelFileError(f"{path}: not a readable supernet ({type(err).__name__}: "
-                             f"{' '.join(str(err).split())[:200]})") from None
+    state = load_torch(path, "stage-1 supernet (not a readable supernet)", ModelFileError)  # bounded, weights_only
     if not isinstance(state, dict) or not {"space", "search", "model"} <= set(state):
         raise ModelFileError(f"{path}: not a stage-1 supernet written by 'nni-rspnet search'")
     if state["space"] != space_cfg.to_dict():
@@ -375,7 +371,7 @@ def run_rank_check(search_dir: str, space_cfg: SpaceConfig, data_cfg: DataConfig
                           f"'nni-rspnet search --resume --out {search_dir}'")
     scorer = SupernetScorer.from_search(search_dir, space_cfg, device)  # first: it names a space mismatch
     searched = load_arch(arch_path, space_cfg)
-    os.makedirs(out_dir, exist_ok=True)
+    make_dirs(out_dir)
 
     train = replace(train_cfg, epochs=epochs, seed=seed)
     settings = {"search_dir": os.path.abspath(search_dir), "n": n, "epochs": epochs, "seed": seed,
