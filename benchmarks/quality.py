@@ -49,7 +49,7 @@ import torch
 from matplotlib.figure import Figure
 
 from nni_rspnet.config import RunConfig
-from nni_rspnet.fileio import atomic_write_text, save_figure
+from nni_rspnet.fileio import save_figure
 from nni_rspnet.measure import count_macs, count_params
 from nni_rspnet.search.driver import run_search
 from nni_rspnet.search.rank_check import (SupernetScorer, rank_correlation, run_rank_check, scoring_batches)
@@ -273,8 +273,8 @@ def record(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, job: Job
         seed = job.key.split("seed")[-1]
         state["searches"][seed] = result
         if cfg.quality_found_dir:
-            save_arch(result["arch"], os.path.join(cfg.quality_found_dir, f"{run.space.name}-{state['task']}-seed{seed}.json"),
-                      run.space)
+            name = f"{run.space.name}-{state['task']}-seed{seed}.json"
+            save_arch(result["arch"], os.path.join(cfg.quality_found_dir, name), run.space)
     else:
         state["runs"][job.key] = result
     if state["random"] is None and len(state["searches"]) >= cfg.quality_search_seeds:
@@ -285,8 +285,8 @@ def record(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, job: Job
             f"{cfg.quality_param_tolerance:.0%}: seeds {[r['seed'] for r in state['random']]}")
         if cfg.quality_found_dir:
             for r in state["random"]:
-                save_arch(r["arch"], os.path.join(cfg.quality_found_dir,
-                                                  f"{run.space.name}-{state['task']}-random{r['seed']}.json"), run.space)
+                name = f"{run.space.name}-{state['task']}-random{r['seed']}.json"
+                save_arch(r["arch"], os.path.join(cfg.quality_found_dir, name), run.space)
 
 
 def _mean_sd(values: Sequence[float]) -> Dict[str, Any]:

@@ -133,7 +133,8 @@ def render_quality(r: Dict[str, Any]) -> str:
         tr, (h, w) = s["train"], s["image_size"]
         ep = s["search_epochs"]
         parts.append(f"### {task}\n\n`{s['data']}` ({s['num_classes']} classes), {s['num_train']} train / "
-                     f"{s['num_val']} val images at {h}x{w}, config `{s['config']}`. Every run: {_n(tr['epochs'], 'epoch')}, "
+                     f"{s['num_val']} val images at {h}x{w}, config `{s['config']}`. "
+                     f"Every run: {_n(tr['epochs'], 'epoch')}, "
                      f"{tr['optimizer']} lr {tr['lr']}, batch {s['batch_size']}; each search: {ep[0]}+{ep[1]}+{ep[2]} "
                      f"epochs (warm-up, stage 1, stage 2), {s['search_limit_batches'] or 'all'} batches per epoch and "
                      f"split. mIoU: final epoch, on the val split.")
@@ -152,8 +153,8 @@ def render_quality(r: Dict[str, Any]) -> str:
         goal = sm.get("goal")
         if goal:
             status = "not measured (quick mode: plumbing only)" if r.get("quick") else _met(goal["met"], True)
-            lines.append(f"Goal (searched mean >= best random mean + {GOAL_MIOU_MARGIN:.2f}, and above the plain CNN and "
-                         f"LR-ASPP): {status}: {quality_goal_text(goal)}.")
+            lines.append(f"Goal (searched mean >= best random mean + {GOAL_MIOU_MARGIN:.2f}, and above the plain CNN "
+                         f"and LR-ASPP): {status}: {quality_goal_text(goal)}.")
         if sm.get("searched_mean_rank") is not None:
             lines.append(f"Searched architectures' mean rank among the {len(t.get('random') or [])} random ones "
                          f"(1 = better than all): {sm['searched_mean_rank']:.1f}.")

@@ -77,7 +77,8 @@ def test_apply_restricts_every_choice_to_the_arch(search):
         assert m.op_names[m.chosen] == arch[m.label]
     for m in scorer.cell_inputs:
         weights = m._softmax(m._arch_alpha).detach()
-        assert torch.allclose(weights[arch[m.label]], torch.full((2,), 0.5)) and float(weights.sum()) == pytest.approx(1)
+        assert torch.allclose(weights[arch[m.label]], torch.full((2,), 0.5))
+        assert float(weights.sum()) == pytest.approx(1)
     assert scorer.paths and all(m.inner.chosen == arch[m.label] and m.inner.mean for m in scorer.paths)
 
 

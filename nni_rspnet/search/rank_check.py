@@ -34,7 +34,6 @@ loaded: its state is restored after every architecture.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import shutil
@@ -47,7 +46,7 @@ from matplotlib.figure import Figure
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedInput
 from scipy import stats
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..errors import ConfigError, ModelFileError
 from ..fileio import load_torch, make_dirs, read_json, save_figure, write_json
@@ -150,8 +149,9 @@ class SupernetScorer:
         try:
             self.module.load_state_dict(dict(weights))
         except RuntimeError as err:
+            why = " ".join(str(err).split())[:200]
             raise ModelFileError(f"the supernet's weights do not fit space {space_cfg.name!r} with search.partial_"
-                                 f"channels={search_cfg.partial_channels} ({' '.join(str(err).split())[:200]})") from None
+                                 f"channels={search_cfg.partial_channels} ({why})") from None
         self.module.to(self.device).eval()
         self.net: nn.Module = self.module.model.model
         self.cell_ops: List[CellMixedOp] = [m for m in self.module.nas_modules if isinstance(m, CellMixedOp)]
@@ -328,9 +328,9 @@ def ranks(values: Sequence[float]) -> List[int]:
 
 # --- the whole check --------------------------------------------------------------------------------
 
-def run_rank_check(search_dir: str, space_cfg: SpaceConfig, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir: str, n: int = 8, epochs: int = 5, seed: int = 0,
-                   device: str = "cpu", calib_batches: int = 10, score_batches: int = 0,
-                   log: Optional[Log] = print) -> Dict[str, Any]:
+def run_rank_check(search_dir: str, space_cfg: SpaceConfig, data_cfg: DataConfig, train_cfg: TrainConfig,
+                   out_dir: str, n: int = 8, epochs: int = 5, seed: int = 0, device: str = "cpu",
+                   calib_batches: int = 10, score_batches: int = 0, log: Optional[Log] = print) -> Dict[str, Any]:
     """Samples, scores, trains and correlates (see the module docstring); writes ``rank_check.json`` (after
     every trained architecture) and ``rank_check.png`` into ``out_dir``.
 
@@ -404,7 +404,8 @@ def run_rank_check(search_dir: str, space_cfg: SpaceConfig, data_cfg: DataConfig
         done = previous.get(row["name"])
         if done is not None and done.get("arch") == row["arch"] and done.get("trained_miou") is not None:
             row.update(trained_miou=done["trained_miou"], train_seconds=done.get("train_seconds"))
-            say(f"[rank-check] {i + 1}/{n} {row['name']}: trained mIoU {row['trained_miou']:.4f} (kept from an earlier run)")
+            say(f"[rank-check] {i + 1}/{n} {row['name']}: trained mIoU {row['trained_miou']:.4f} "
+                "(kept from an earlier run)")
             continue
         run_dir = os.path.join(out_dir, "train", row["name"])
         if os.path.isdir(run_dir):
