@@ -75,6 +75,9 @@ def test_experiment_create_listens_where_it_says(tiny_experiment, capsys, host, 
             assert "anyone who can reach this machine" in out
         assert nnictl.RestClient(port).alive()
     finally:
-        assert main(["experiment", "stop", exp_id]) == 0
+        try:
+            assert main(["experiment", "stop", exp_id]) == 0
+        finally:  # whatever happened above, leave no manager behind
+            left = nnictl.stop(nnictl.Experiment(exp_id, port, tiny_experiment.parent))
     assert f"experiment {exp_id} stopped" in capsys.readouterr().out
-    assert not nnictl.leftover_processes(exp_id) and not listening_addresses(port)
+    assert not left and not listening_addresses(port)
