@@ -16,14 +16,15 @@ from .latency import latency_table
 
 def project_search_hours(step_s: Dict[str, float], search: SearchConfig, num_train: int = 2975,
                          batch_size: int = 8) -> Optional[Dict[str, float]]:
-    """Hours of a full search from measured step times: ``stage1_d2`` for warm-up and stage 1 (an
-    over-estimate for the weights-only warm-up), ``stage2_d2`` for stage 2; one step per training
-    batch (Cityscapes: 2975 training images)."""
-    if "stage1_d2" not in step_s or "stage2_d2" not in step_s:
+    """Hours of a full search from measured step times of the default search (``search_cost.DEFAULT``):
+    its stage-1 step for warm-up and stage 1 (an over-estimate for the weights-only, single-path
+    warm-up), its stage-2 step for stage 2; one step per training batch (Cityscapes: 2975 images)."""
+    one, two = search_cost.DEFAULT[1], search_cost.DEFAULT[2]
+    if one not in step_s or two not in step_s:
         return None
     steps = -(-num_train // batch_size)
-    seconds = steps * ((search.warmup_epochs + search.stage1_epochs) * step_s["stage1_d2"]
-                       + (search.stage2_warmup_epochs + search.stage2_epochs) * step_s["stage2_d2"])
+    seconds = steps * ((search.warmup_epochs + search.stage1_epochs) * step_s[one]
+                       + (search.stage2_warmup_epochs + search.stage2_epochs) * step_s[two])
     return {"steps_per_epoch": steps, "hours": seconds / 3600}
 
 
@@ -36,7 +37,7 @@ def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, A
     city_cfg = RunConfig.load(cfg.cityscapes_config)
     batch, size = city_cfg.data.batch_size, city_cfg.data.crop_size or [512, 1024]
     try:
-        city = search_cost.measure(cfg.cityscapes_config, only=("stage1_d2", "stage2_d2"), rounds=1,
+        city = search_cost.measure(cfg.cityscapes_config, only=tuple(search_cost.DEFAULT.values()), rounds=1,
                                    steps=3 if cfg.quick else 6, batch=batch,
                                    input_size=[128, 256] if cfg.quick else size, device="cuda", log=log)
         city_result = {"measured": True, "device": "cuda", "table": city}

@@ -2,11 +2,13 @@
 
 Two comparisons on the same space (``search_spaces/tiny.yaml`` unless ``--config`` says otherwise):
 
-1. RSP depth 2 against depth 0 (the plain full-width cell), both in TwoStageDarts' stage 1 (the
-   dearer stage: every cell op relaxed); goal: ratio <= 0.55 for step time and for peak memory.
+1. Each cheap form of the search against the full-channel supernet (RSP depth 0: every channel of
+   every node through every candidate), in both stages: RSP nested and single at depth 2, RSP depth 1,
+   and PC-DARTS' partial channels (K = 2 on RSP depth 1, the default; K = 4 on full channels); goal:
+   ratio <= 0.55 for step time and for peak memory.
 2. TwoStageDarts (stage 1, stage 2, and their epoch-weighted mean) against NNI 2.10.1's stock DARTS
    (``DartsLightningModule``, every choice relaxed, alphas leaking into the weight optimiser) at the
-   same RSP depth; goal: ratio <= 1.10 for step time.
+   default RSP depth; goal: ratio <= 1.10 for step time.
 
 A step is one first-order DARTS iteration: an architecture step on a validation batch and a weight
 step on a training batch. Each measurement runs in a fresh subprocess (so the peak resident memory
@@ -47,16 +49,32 @@ from nni_rspnet.space.model import RSPNetSpace, SpaceConfig
 from .common import ROOT, BenchmarkConfig
 from .render import GOAL_RSP_COST, GOAL_STEP_RATIO, search_cost_markdown
 
+# Every configuration: the stage it times, the RSP depth and form, and PC-DARTS' channel fraction K.
+# "full" is the full-channel supernet (depth 0, every channel through every candidate): the reference.
 CONFIGS = {
-    "stage1_d2": dict(kind="stage1", rsp_depth=2),
-    "stage1_d0": dict(kind="stage1", rsp_depth=0),
-    "stage2_d2": dict(kind="stage2", rsp_depth=2),
-    "stock_d2": dict(kind="stock", rsp_depth=2),
+    "stage1_full": dict(kind="stage1", rsp_depth=0, rsp_form="nested", pc=1),
+    "stage1_nested2": dict(kind="stage1", rsp_depth=2, rsp_form="nested", pc=1),
+    "stage1_single2": dict(kind="stage1", rsp_depth=2, rsp_form="single", pc=1),
+    "stage1_single1": dict(kind="stage1", rsp_depth=1, rsp_form="single", pc=1),
+    "stage1_single1_pc2": dict(kind="stage1", rsp_depth=1, rsp_form="single", pc=2),
+    "stage1_full_pc4": dict(kind="stage1", rsp_depth=0, rsp_form="nested", pc=4),
+    "stage2_full": dict(kind="stage2", rsp_depth=0, rsp_form="nested", pc=1),
+    "stage2_nested2": dict(kind="stage2", rsp_depth=2, rsp_form="nested", pc=1),
+    "stage2_single2": dict(kind="stage2", rsp_depth=2, rsp_form="single", pc=1),
+    "stage2_single1": dict(kind="stage2", rsp_depth=1, rsp_form="single", pc=1),
+    "stock_single1": dict(kind="stock", rsp_depth=1, rsp_form="single", pc=1),
 }
+# The default of the product (search_spaces/tiny.yaml): RSP depth 1 and PC-DARTS K = 2 in stage 1.
+DEFAULT = {1: "stage1_single1_pc2", 2: "stage2_single1"}
+FORMS = {"RSP nested, depth 2": ("stage1_nested2", "stage2_nested2"),
+         "RSP single, depth 2": ("stage1_single2", "stage2_single2"),
+         "RSP depth 1": ("stage1_single1", "stage2_single1"),
+         "RSP depth 1 + PC-DARTS K=2 (default)": ("stage1_single1_pc2", "stage2_single1"),
+         "full channels + PC-DARTS K=4": ("stage1_full_pc4", "stage2_full")}
 # The one-shot module's settings while timing: the same for ours and for stock DARTS (whose
 # architecture optimiser is Adam at 3e-4), no clipping, no annealing.
 STEP_SETTINGS = dict(arc_learning_rate=3e-4, arc_weight_decay=1e-3, gradient_clip_val=None, tau_init=1.0, tau_min=1.0,
-                     partial_channels=1, warmup_sampling=False)
+                     warmup_sampling=False)
 
 
 def _rss_kib() -> int:
@@ -69,7 +87,8 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     torch.set_num_threads(spec["threads"])
-    cfg = SpaceConfig.from_yaml(spec["config"], list(spec["overrides"]) + [f"space.rsp_depth={spec['rsp_depth']}"])
+    cfg = SpaceConfig.from_yaml(spec["config"], list(spec["overrides"]) + [f"space.rsp_depth={spec['rsp_depth']}",
+                                                                          f"space.rsp_form={spec['rsp_form']}"])
     device = torch.device(spec["device"])
     inner = SegmentationModule(cfg.num_classes, lr=0.01)
     inner.running_mode = "oneshot"
@@ -77,10 +96,10 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     if spec["kind"] == "stock":
         module = DartsLightningModule(inner, arc_learning_rate=STEP_SETTINGS["arc_learning_rate"])
     elif spec["kind"] == "stage1":
-        module = RSPDartsModule(inner, all_on=(MACRO_PREFIX,), **STEP_SETTINGS)
+        module = RSPDartsModule(inner, all_on=(MACRO_PREFIX,), partial_channels=spec["pc"], **STEP_SETTINGS)
     else:
         cell = {k: v for k, v in random_arch(cfg, 0).items() if k.startswith(CELL_PREFIX)}
-        module = RSPDartsModule(inner, frozen=cell, **STEP_SETTINGS)
+        module = RSPDartsModule(inner, frozen=cell, partial_channels=spec["pc"], **STEP_SETTINGS)
     h, w = spec["input_size"]
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(spec["batch"], 3, h, w, generator=g),
@@ -168,15 +187,16 @@ def measure(config: str, overrides: Sequence[str] = (), only: Sequence[str] = tu
         if a in med and b in med:
             ratios[label], goals[label] = med[a][key] / med[b][key], goal
 
-    ratio("stage1_d2", "stage1_d0", "step_s", "step time, RSP depth 2 / depth 0 (stage 1)", GOAL_RSP_COST)
-    ratio("stage1_d2", "stage1_d0", "peak_mib", "peak memory, RSP depth 2 / depth 0 (stage 1)", GOAL_RSP_COST)
-    ratio("stage1_d2", "stage1_d0", "saved_mib", "saved activations, RSP depth 2 / depth 0 (stage 1)", GOAL_RSP_COST)
-    ratio("stage1_d2", "stock_d2", "step_s", "step time, TwoStageDarts stage 1 / stock DARTS", GOAL_STEP_RATIO)
-    ratio("stage2_d2", "stock_d2", "step_s", "step time, TwoStageDarts stage 2 / stock DARTS", GOAL_STEP_RATIO)
-    if all(k in med for k in ("stage1_d2", "stage2_d2", "stock_d2")):
+    for form, (one, two) in FORMS.items():
+        for key, what in (("step_s", "step time"), ("peak_mib", "peak memory"), ("saved_mib", "saved activations")):
+            ratio(one, "stage1_full", key, f"{what}, {form} / full channels (stage 1)", GOAL_RSP_COST)
+            ratio(two, "stage2_full", key, f"{what}, {form} / full channels (stage 2)", GOAL_RSP_COST)
+    ratio(DEFAULT[1], "stock_single1", "step_s", "step time, TwoStageDarts stage 1 / stock DARTS", GOAL_STEP_RATIO)
+    ratio(DEFAULT[2], "stock_single1", "step_s", "step time, TwoStageDarts stage 2 / stock DARTS", GOAL_STEP_RATIO)
+    if all(k in med for k in (*DEFAULT.values(), "stock_single1")):
         label = f"step time, TwoStageDarts mean ({e1}+{e2} epochs) / stock DARTS"
-        mean = (e1 * med["stage1_d2"]["step_s"] + e2 * med["stage2_d2"]["step_s"]) / (e1 + e2)
-        ratios[label], goals[label] = mean / med["stock_d2"]["step_s"], GOAL_STEP_RATIO
+        mean = (e1 * med[DEFAULT[1]]["step_s"] + e2 * med[DEFAULT[2]]["step_s"]) / (e1 + e2)
+        ratios[label], goals[label] = mean / med["stock_single1"]["step_s"], GOAL_STEP_RATIO
     space = os.path.relpath(os.fspath(config), ROOT) + "".join(f" {o}" for o in overrides)
     settings = {"space": space, "input_size": list(input_size), "batch": batch, "device": device,
                 "threads": threads, "rounds": rounds, "steps": steps}

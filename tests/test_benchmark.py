@@ -102,10 +102,12 @@ def test_results_merge_across_runs_and_goals(tmp_path):
 SEARCH_COST = {  # what search_cost.measure returns
     "settings": {"space": "search_spaces/tiny.yaml", "input_size": [64, 128], "batch": 8, "device": "cpu",
                  "threads": 1, "rounds": 2, "steps": 4},
-    "runs": {"stage1_d2": {"step_s": 0.4, "wall_s": 0.5, "peak_mib": 100.0, "saved_mib": 50.0},
-             "stage1_d0": {"step_s": 1.0, "wall_s": 1.2, "peak_mib": 250.0, "saved_mib": 100.0}},
-    "ratios": {"step time, RSP depth 2 / depth 0 (stage 1)": 0.4, "peak memory, RSP depth 2 / depth 0 (stage 1)": 0.6},
-    "goals": {"step time, RSP depth 2 / depth 0 (stage 1)": 0.55, "peak memory, RSP depth 2 / depth 0 (stage 1)": 0.55},
+    "runs": {"stage1_single1_pc2": {"step_s": 0.4, "wall_s": 0.5, "peak_mib": 100.0, "saved_mib": 50.0},
+             "stage1_full": {"step_s": 1.0, "wall_s": 1.2, "peak_mib": 250.0, "saved_mib": 100.0}},
+    "ratios": {"step time, RSP depth 1 + PC-DARTS K=2 (default) / full channels (stage 1)": 0.4,
+               "peak memory, RSP depth 1 + PC-DARTS K=2 (default) / full channels (stage 1)": 0.6},
+    "goals": {"step time, RSP depth 1 + PC-DARTS K=2 (default) / full channels (stage 1)": 0.55,
+              "peak memory, RSP depth 1 + PC-DARTS K=2 (default) / full channels (stage 1)": 0.55},
 }
 
 
@@ -114,19 +116,19 @@ def test_search_cost_data_renders_and_meets_the_goals(tmp_path):
     cfg = BenchmarkConfig(out_dir=str(tmp_path / "b"), markdown=str(tmp_path / "B.md"))
     store_result(cfg, "search_cost", {"measured": True, "device": "cpu", "table": SEARCH_COST})
     results = load_results(cfg)
-    row = next(g for g in goals(results) if g[0].startswith("RSP"))
+    row = next(g for g in goals(results) if g[0].startswith("default search"))
     assert "0.40x" in row[1] and "0.60x" in row[1] and row[2] == "**not met**"
     page = render_page(results, machine_info(), cfg)
-    assert "| stage1_d0 | 1.000 | 1.200 | 250.0 | 100.0 |" in page
-    assert "| peak memory, RSP depth 2 / depth 0 (stage 1) | 0.60 | <= 0.55 | no |" in page
+    assert "| stage1_full | 1.000 | 1.200 | 250.0 | 100.0 |" in page
+    assert "| peak memory, RSP depth 1 + PC-DARTS K=2 (default) / full channels (stage 1) | 0.60 | <= 0.55 | no |" in page
     assert search_cost_markdown(SEARCH_COST, title=True).startswith("# Search cost benchmark (search_spaces/tiny.yaml")
 
 
 def test_projection_counts_steps_and_epochs():
     search = SearchConfig(warmup_epochs=1, stage1_epochs=2, stage2_warmup_epochs=0, stage2_epochs=3)
-    p = project_search_hours({"stage1_d2": 2.0, "stage2_d2": 1.0}, search, num_train=10, batch_size=4)
+    p = project_search_hours({"stage1_single1_pc2": 2.0, "stage2_single1": 1.0}, search, num_train=10, batch_size=4)
     assert p["steps_per_epoch"] == 3 and p["hours"] == pytest.approx(3 * (3 * 2.0 + 3 * 1.0) / 3600)
-    assert project_search_hours({"stage1_d2": 2.0}, search) is None
+    assert project_search_hours({"stage1_single1_pc2": 2.0}, search) is None
 
 
 def test_lightest_arch_is_valid_and_lightest():
