@@ -113,7 +113,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = DEFAULT_CONFIG, fast: boo
     evaluation = evaluate_network(net, val_set, classes, eval_dir, device=device, mean=data_cfg.mean,
                                   std=data_cfg.std, batch_size=data_cfg.val_batch_size, progress=True)
     files["per-class IoU"] = os.path.join(eval_dir, "iou.md")
-    files["predictions"] = os.path.join(eval_dir, "predictions")
+    files["predictions"] = os.path.join(eval_dir, "predictions.png")
     timings["evaluate"] = time.time() - t
 
     t = _step(5, total, "export: TorchScript and ONNX, checked against PyTorch")

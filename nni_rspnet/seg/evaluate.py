@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from .data import pad_collate
 from .metrics import IGNORE_INDEX, SegMetric
 from .progress import iterate
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
-from .visual import colourise, denormalise, palette
+from .visual import colourise, denormalise, palette, save_prediction_grid
 
 MODES = ("whole", "slide")
 
@@ -86,7 +86,8 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
                      mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                      progress: bool = True) -> Dict[str, Any]:
     """mIoU and per-class IoU of ``net`` on ``dataset``; with ``out_dir`` writes ``iou.md``,
-    ``iou.json`` and ``predictions/NNNN.png`` (image | ground truth | prediction, coloured).
+    ``iou.json``, ``predictions/NNNN.png`` (image | ground truth | prediction, coloured) and
+    ``predictions.png`` (the first six of them in one picture, with a legend).
 
     Args:
         net: the network.
@@ -108,6 +109,7 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
     metric = SegMetric(len(classes), IGNORE_INDEX)
     colours = palette(len(classes), dataset_spec)
     pictures: List[np.ndarray] = []
+    grid: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=pad_collate)
     for x, y in iterate(loader, "evaluate", enabled=progress, unit="batches"):
         logits = infer(net, x.to(device), mode, window, stride, flip)
@@ -115,9 +117,11 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
         metric.update(pred, y)
         for i in range(x.shape[0]):
             if len(pictures) < save_images:
+                image = denormalise(x[i], mean, std)
                 gt = colourise(y[i].numpy(), colours)
                 pr = colourise(pred[i].numpy(), colours)
-                pictures.append(np.concatenate([denormalise(x[i], mean, std), gt, pr], axis=1))
+                pictures.append(np.concatenate([image, gt, pr], axis=1))
+                grid.append((image, y[i].numpy(), pred[i].numpy()))
     per_class = metric.per_class_iou().tolist()
     result = {"miou": float(metric.compute()), "pixel_accuracy": metric.pixel_accuracy(),
               "per_class": {name: (None if math.isnan(v) else v) for name, v in zip(classes, per_class)},
@@ -130,4 +134,5 @@ def evaluate_network(net: nn.Module, dataset, classes: Sequence[str], out_dir: O
         for i, pic in enumerate(pictures):
             with atomic_path(os.path.join(out_dir, "predictions", f"{i:04d}.png")) as tmp:
                 Image.fromarray(pic).save(tmp, format="PNG")
+        save_prediction_grid(grid[:6], classes, colours, os.path.join(out_dir, "predictions.png"), result["miou"])
     return result

@@ -1,7 +1,8 @@
-"""Pictures of segmentation data: class colours, coloured masks, and a preview grid of a dataset."""
+"""Pictures of segmentation data: class colours, coloured masks, a preview grid of a dataset and a
+grid of predictions next to the ground truth."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence
 
 import numpy as np
 import torch
@@ -67,3 +68,46 @@ def save_preview(dataset: SegDataset, path: str, count: int = 8, mean: Sequence[
         axes[i][1].set_title(", ".join(present)[:60], fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
+
+
+def save_prediction_grid(rows: Sequence[np.ndarray], classes: Sequence[str], colours: np.ndarray, path: str,
+                         miou: float = float("nan")) -> None:
+    """Writes one PNG: a row per image (the image, its ground truth, the prediction) and a legend of the
+    classes that appear.
+
+    Args:
+        rows: ``(image, ground-truth mask, predicted mask)`` triples, ``H x W x 3`` uint8 and two
+            ``H x W`` index arrays.
+        classes: class names.
+        colours: the palette (``palette``).
+        path: the PNG to write (atomically).
+        miou: shown in the title when given.
+    """
+    count = len(rows)
+    if not count:
+        return
+    fig = Figure(figsize=(9, 1.5 * count + 0.8))
+    axes = fig.subplots(count, 3, squeeze=False)
+    seen: List[int] = []
+    for i, (image, truth, pred) in enumerate(rows):
+        for ax, pic in zip(axes[i], (image, colourise(truth, colours), colourise(pred, colours))):
+            ax.imshow(pic, interpolation="nearest")
+            ax.axis("off")
+        for c in np.unique(np.concatenate([np.ravel(truth), np.ravel(pred)])).tolist():
+            if c < len(classes) and c not in seen:
+                seen.append(c)
+    for ax, title in zip(axes[0], ("image", "ground truth", "prediction")):
+        ax.set_title(title, fontsize=9)
+    handles = [_patch(colours[c], classes[c]) for c in sorted(seen)]
+    handles.append(_patch(colours[IGNORE_INDEX], "ignored", edge=True))
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=7, frameon=False)
+    if miou == miou:
+        fig.suptitle(f"validation mIoU {miou:.3f}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.6 / (1.5 * count + 0.8), 1, 1))
+    save_figure(fig, path, dpi=100)
+
+
+def _patch(colour: np.ndarray, label: str, edge: bool = False):
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=np.asarray(colour) / 255.0, edgecolor="black" if edge else "none", label=label)
