@@ -264,13 +264,30 @@ class RSPDartsModule(DartsLightningModule):
             if isinstance(m, PathAttention):
                 m.reset_attention()
         self.validation_batches = 0
+        if self.warmup_sampling and not self.searching:
+            self._validate_one_path()
         return self.model.on_validation_epoch_start()
+
+    def _validate_one_path(self) -> None:
+        """During a sampled warm-up the supernet is validated as what it trains: one sub-network, the same
+        op for every edge that shares a label, drawn afresh each epoch (seeded by the epoch, so the
+        search's own random stream is untouched)."""
+        generator = torch.Generator().manual_seed(1000 + self.stage_epoch)
+        picks: Dict[str, int] = {}
+        for m in self.nas_modules:
+            if isinstance(m, CellMixedOp):
+                if m.label not in picks:
+                    picks[m.label] = int(torch.randint(len(m.op_names), (), generator=generator))
+                m.chosen = picks[m.label]
 
     def validation_step(self, batch, batch_idx):
         self.validation_batches += 1
         return self.model.validation_step(batch, batch_idx)
 
     def on_validation_epoch_end(self):
+        for m in self.nas_modules:
+            if isinstance(m, CellMixedOp):
+                m.chosen = None
         return self.model.on_validation_epoch_end()
 
     # state -----------------------------------------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""The cheap forms of the search: RSP's single form, PC-DARTS' partial channels and the single-path
+warm-up (space.cell, space.choices.OpChoice, search.supermodules.CellMixedOp)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from nni.retiarii import fixed_arch
+from nni.retiarii.nn.pytorch import LayerChoice
+
+from nni_rspnet.search.strategy import CELL_PREFIX, MACRO_PREFIX, RSPDartsModule
+from nni_rspnet.search.supermodules import CellMixedOp, channel_shuffle
+from nni_rspnet.seg.train import SegmentationModule
+from nni_rspnet.space.cell import Cell, RSPBlock, make_block
+from nni_rspnet.space.choices import OpChoice
+from nni_rspnet.space.model import RSPNetSpace, SpaceConfig
+
+OPS = ["skip_connect", "conv_3x3", "sep_conv_3x3"]
+SPACE = dict(name="t", num_classes=3, stem_channels=8, resolutions=[4, 8], channels=[16, 32], layers=2,
+             cell_nodes=2, ops=OPS, rsp_depth=1, rsp_form="single", head_channels=8)
+SETTINGS = dict(arc_learning_rate=0.01, arc_weight_decay=0.0, gradient_clip_val=None, tau_init=1.0, tau_min=1.0)
+
+
+def _cells(module):
+    return [m for m in module.modules() if isinstance(m, Cell)]
+
+
+@pytest.mark.parametrize("form,widths", [("nested", [8, 4]), ("single", [4])])
+def test_rsp_forms_put_cells_where_they_say(form, widths):
+    block = make_block(16, 2, OPS, num_nodes=2, form=form)
+    assert [c.project[0].out_channels for c in _cells(block)] == widths
+    x = torch.randn(2, 16, 9, 11)
+    assert block(x).shape == x.shape
+    with pytest.raises(ValueError, match="form"):
+        RSPBlock(16, 1, OPS, form="twisted")
+
+
+def test_op_choice_is_a_layer_choice_whose_fixed_form_is_the_op():
+    cell = Cell(8, OPS, num_nodes=1)
+    choice = cell.edges[0][0]
+    assert isinstance(choice, OpChoice) and isinstance(choice, LayerChoice) and choice.channels == 8
+    assert choice.build("conv_3x3", 4)(torch.randn(1, 4, 5, 5)).shape == (1, 4, 5, 5)
+    with fixed_arch({"cell/node0/op0": "conv_3x3"}, verbose=False):
+        fixed = Cell(8, OPS, num_nodes=1)
+    assert not isinstance(fixed.edges[0][0], LayerChoice)
+
+
+def test_channel_shuffle_interleaves_the_groups():
+    x = torch.arange(6.0).view(1, 6, 1, 1)
+    assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+
+
+def _stage1(partial_channels, sampling=False, warmup=0):
+    cfg = SpaceConfig(**SPACE)
+    inner = SegmentationModule(cfg.num_classes, lr=0.01)
+    inner.running_mode = "oneshot"
+    inner.set_model(RSPNetSpace(cfg))
+    return RSPDartsModule(inner, all_on=(MACRO_PREFIX,), partial_channels=partial_channels,
+                          warmup_sampling=sampling, warmup_epochs=warmup, **SETTINGS)
+
+
+def test_partial_channels_build_narrower_candidates_and_keep_shapes_and_exports():
+    full, partial = _stage1(1), _stage1(2)
+    mixed = [m for m in partial.nas_modules if isinstance(m, CellMixedOp)]
+    assert mixed and all(m.k == 2 for m in mixed)
+    # cells see 8 (1/4) and 16 (1/8) channels at RSP depth 1; K = 2 halves what the candidates see
+    assert {getattr(m, "conv_3x3")[0].in_channels for m in mixed} == {4, 8}
+    n_full = sum(p.numel() for p in full.model.model.parameters())
+    n_partial = sum(p.numel() for p in partial.model.model.parameters())
+    assert n_partial < n_full
+    x = torch.randn(2, 3, 32, 64)
+    assert partial.model.model(x).shape == full.model.model(x).shape == (2, 3, 32, 64)
+    labels = set(partial.export()) | {k.rsplit("/", 1)[0] for k in partial.export_probs()}
+    assert {k for k in full.export() if k.startswith(CELL_PREFIX)} <= labels
+
+
+def test_sampled_warmup_runs_one_candidate_per_edge_and_chosen_pins_it():
+    module = _stage1(1, sampling=True, warmup=1)
+    mixed = next(m for m in module.nas_modules if isinstance(m, CellMixedOp))
+    calls = []
+    for name in mixed.op_names:
+        getattr(mixed, name).register_forward_hook(lambda mod, i, o, n=name: calls.append(n))
+    x = torch.randn(2, 8, 5, 5)
+    mixed.train()
+    mixed.sample = True
+    mixed(x)
+    assert len(calls) == 1  # one candidate ran
+    calls.clear()
+    mixed.sample = False
+    mixed(x)
+    assert sorted(calls) == sorted(mixed.op_names)  # relaxed: every candidate
+    calls.clear()
+    mixed.chosen = mixed.op_names.index("conv_3x3")
+    out = mixed(x)
+    assert calls == ["conv_3x3"] and torch.equal(out, getattr(mixed, "conv_3x3")(x))
