@@ -72,7 +72,7 @@ def test_configs_command_lists_and_prints_paths(capsys):
     out = capsys.readouterr().out
     for name in ("tiny", "cityscapes", "macro_hparams", "arch_hpo"):
         assert f"  {name} " in out
-    assert "A tiny space for tests and the demo" in out
+    assert "The demo's space" in out  # the first comment line of the config
     assert main(["configs", "--path", "macro"]) == 0
     path = capsys.readouterr().out.strip()
     assert os.path.isabs(path) and path.endswith("macro.yml") and os.path.isfile(path)
