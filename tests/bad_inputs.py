@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -366,7 +366,8 @@ def cases() -> List[Case]:
                   "a.json: the architecture file is 17.8 MB, more than the limit"),
         arch_case("100k-deep JSON", lambda tmp, a: _write(tmp / "a.json", "[" * 100_000 + "]" * 100_000),
                   "a.json: nested too deeply"),
-        arch_case("a FIFO", lambda tmp, a: _fifo(tmp / "a.json"), "a.json: the architecture file is not a regular file"),
+        arch_case("a FIFO", lambda tmp, a: _fifo(tmp / "a.json"),
+                  "a.json: the architecture file is not a regular file"),
         # --- data ----------------------------------------------------------------------------------------
         Case("data: folder missing", lambda tmp, a: (["data", *T, "--data", f"folder:{tmp / 'none'}"],
                                                      "none: dataset root folder not found")),
@@ -378,7 +379,8 @@ def cases() -> List[Case]:
                                                                 np.full((32, 64), 77, np.uint8)),
                                                            r / "val/masks/im0.png")[1]),
         data_case("corrupt image", lambda r: _write(r / "train/images/im1.png", b"\x89PNG garbage")),
-        data_case("image without mask", lambda r: (os.remove(r / "train/masks/im0.png"), r / "train/images/im0.png")[1]),
+        data_case("image without mask",
+                  lambda r: (os.remove(r / "train/masks/im0.png"), r / "train/images/im0.png")[1]),
         Case("data: classes differ from the space", lambda tmp, a: (
             ["train", *T, "--arch", str(a.arch), "--data", f"folder:{make_folder_dataset(tmp / 'ds', 3)}",
              "--out", str(tmp / "out")], "space.num_classes is 11 but dataset folder:")),
@@ -387,12 +389,14 @@ def cases() -> List[Case]:
         model_case("garbage", "export", lambda tmp, a: _write(tmp / "m.pt", b"not a model"),
                    "m.pt: not a model.pt, TorchScript or ONNX file"),
         model_case("malicious pickle", "export", lambda tmp, a: a.evil_zip, "cannot load the model.pt"),
-        model_case("a FIFO", "export", lambda tmp, a: _fifo(tmp / "m.pt"), "m.pt: the model file is not a regular file"),
+        model_case("a FIFO", "export", lambda tmp, a: _fifo(tmp / "m.pt"),
+                   "m.pt: the model file is not a regular file"),
         model_case("NaN weights", "export", lambda tmp, a: a.nan_model, "weights are NaN or infinite"),
         model_case("NaN weights", "evaluate", lambda tmp, a: a.nan_model, "weights are NaN or infinite"),
         model_case("channels [4096, 8192, 12288]", "evaluate", lambda tmp, a: a.huge_model,
                    "channels must be at most 2048"),
-        model_case("a TorchScript file", "evaluate", lambda tmp, a: a.torchscript, "a TorchScript file, not a model.pt"),
+        model_case("a TorchScript file", "evaluate", lambda tmp, a: a.torchscript,
+                   "a TorchScript file, not a model.pt"),
         model_case("an ONNX file", "evaluate", lambda tmp, a: a.onnx, "an onnx file, not a model.pt"),
         model_case("garbage .onnx", "predict", lambda tmp, a: _write(tmp / "m.onnx", b"\x08\x01garbage"),
                    "m.onnx: not a model.pt, TorchScript or ONNX file"),

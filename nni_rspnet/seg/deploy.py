@@ -120,7 +120,8 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     for key in ("space", "arch", "state_dict"):
         if not payload.get(key):
             raise ModelFileError(f"{path}: missing {key!r}; cannot rebuild the network")
-    if not isinstance(payload["state_dict"], dict) or not all(torch.is_tensor(v) for v in payload["state_dict"].values()):
+    weights = payload["state_dict"]
+    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
         raise ModelFileError(f"{path}: 'state_dict' is not a mapping of names to tensors")
     try:  # the bounds of the space are checked here, before a network of the stored size is built
         payload["space"] = SpaceConfig.from_dict(payload["space"], where="stored space config").to_dict()

@@ -108,12 +108,14 @@ def validate(arch: Any, config, source: str = "architecture") -> Arch:
         value = arch[label]
         if choice.is_op:
             if value not in choice.names:
-                raise ArchError(f"{source}: {label!r} has unknown op {short(value, 60)}; expected one of {list(choice.names)}")
+                raise ArchError(f"{source}: {label!r} has unknown op {short(value, 60)}; "
+                                f"expected one of {list(choice.names)}")
             out[label] = value
             continue
         chosen = [value] if isinstance(value, int) and not isinstance(value, bool) else value
         if not isinstance(chosen, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in chosen):
-            raise ArchError(f"{source}: {label!r} must be a list of {choice.n_chosen} input indices, got {short(value, 60)}")
+            raise ArchError(f"{source}: {label!r} must be a list of {choice.n_chosen} input indices, "
+                            f"got {short(value, 60)}")
         bad = [i for i in chosen if not 0 <= i < choice.n_candidates]
         if bad:
             raise ArchError(f"{source}: {label!r} index {bad[0]} out of range [0, {choice.n_candidates})")
