@@ -500,6 +500,7 @@ def plot_rank_check(result: Mapping[str, Any], path: str) -> None:
     ax.set_ylabel(f"mIoU trained alone ({result['settings']['epochs']} epochs, val split)")
     ax.set_title(f"Kendall tau {_fmt(result['kendall_tau'], 2)}, Spearman {_fmt(result['spearman'], 2)} "
                  f"({len(archs)} architectures)", fontsize=10)
+    ax.locator_params(axis="x", nbins=5)  # scores can sit close together: keep their labels apart
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
