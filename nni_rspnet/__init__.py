@@ -16,9 +16,11 @@ import importlib
 from typing import Any, Dict, List
 
 from ._compat import install_import_hook, quiet_known_warnings
+from .runtime import sleeping_idle_threads
 
 quiet_known_warnings()
 install_import_hook()
+sleeping_idle_threads()
 
 __version__ = "0.1.0"
 

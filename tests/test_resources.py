@@ -96,3 +96,16 @@ def test_threads_option_sets_torch_threads(capsys, tmp_path):
         main(["space", "--threads", "-1"])
     assert exit_info.value.code == 2
     assert "--threads: expected a whole number >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_idle_threads_sleep_unless_the_environment_says_otherwise():
+    import subprocess
+    import sys
+
+    code = "import os, nni_rspnet; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "PASSIVE", done.stderr
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ACTIVE", done.stderr
