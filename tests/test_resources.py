@@ -20,8 +20,8 @@ def test_every_top_level_file_ships(monkeypatch, tmp_path):
     """Each file of search_spaces/ and experiment_configs/ is package data, found by name from any folder."""
     monkeypatch.chdir(tmp_path)
     names = {item.path.name for item in all_shipped()}
-    on_disk = {p.name for folder in ("search_spaces", "experiment_configs") for p in (ROOT / folder).iterdir()
-               if p.suffix in (".yaml", ".yml", ".json")}
+    on_disk = {p.name for pattern in ("search_spaces/*", "search_spaces/found/*", "experiment_configs/*")
+               for p in ROOT.glob(pattern) if p.suffix in (".yaml", ".yml", ".json")}
     assert on_disk and names == on_disk
     assert {item.name for item in shipped("config")} >= {"tiny", "cityscapes"}
     assert {item.name for item in shipped("experiment")} == {"macro", "cell", "arch_hpo"}
@@ -72,7 +72,8 @@ def test_configs_command_lists_and_prints_paths(capsys):
     out = capsys.readouterr().out
     for name in ("tiny", "cityscapes", "macro_hparams", "arch_hpo"):
         assert f"  {name} " in out
-    assert "The demo's space" in out  # the first comment line of the config
+    first_comment = (ROOT / "search_spaces" / "tiny.yaml").read_text().splitlines()[0].lstrip("# ").strip()
+    assert f"  tiny        {first_comment}" in out  # each file with the first line of its header comment
     assert main(["configs", "--path", "macro"]) == 0
     path = capsys.readouterr().out.strip()
     assert os.path.isabs(path) and path.endswith("macro.yml") and os.path.isfile(path)
