@@ -57,7 +57,7 @@ from nni_rspnet.seg.data import Datasets, build_datasets
 from nni_rspnet.seg.train import train_network
 from nni_rspnet.space.arch import build_network, random_arch, save_arch
 
-from .baselines import plain_cnn
+from .baselines import PLAIN_CNN_WIDE, plain_cnn
 from .common import ROOT, BenchmarkConfig, load_results, store_result
 from .latency import torchvision_peer
 from .render import GOAL_MIOU_MARGIN, PEER_NAMES
@@ -65,8 +65,9 @@ from .shapes import SHAPE_CLASSES, make_shapes
 
 Log = Callable[[str], None]
 TASKS = {"builtin": "digits", "shapes": "shapes"}  # --dataset value -> task name
-GROUPS = ("searched", "random", "plain_cnn", "lraspp")
+GROUPS = ("searched", "random", "plain_cnn", "plain_cnn_wide", "lraspp")
 GROUP_NAMES = {"searched": "searched", "random": "random, similar cost", "plain_cnn": "plain CNN",
+               "plain_cnn_wide": "plain CNN, wide",
                "lraspp": PEER_NAMES["lraspp"]}
 
 
@@ -130,6 +131,8 @@ def _network(spec: Dict[str, Any], run: RunConfig) -> torch.nn.Module:
         return build_network(run.space, spec["arch"])
     if group == "plain_cnn":
         return plain_cnn(run.space.num_classes)
+    if group == "plain_cnn_wide":
+        return plain_cnn(run.space.num_classes, PLAIN_CNN_WIDE)
     return torchvision_peer("lraspp", run.space.num_classes)
 
 
@@ -243,7 +246,7 @@ def plan(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, task_index
         for i, r in enumerate(state.get("random") or []):
             add(f"{r['name']} train{t}", order(i == 0, 20 + i), kind="train", group="random", name=r["name"], seed=t,
                 arch=r["arch"], dir=os.path.join(root, "runs", f"random_{r['seed']}_train{t}"))
-        for i, group in enumerate(("plain_cnn", "lraspp")):
+        for i, group in enumerate(("plain_cnn", "lraspp", "plain_cnn_wide")):
             add(f"{group} train{t}", order(True, 30 + i), kind="train", group=group, name=GROUP_NAMES[group], seed=t,
                 dir=os.path.join(root, "runs", f"{group}_train{t}"))
     first = os.path.join(root, "search_seed0")
@@ -311,7 +314,9 @@ def summarize(state: Dict[str, Any]) -> Dict[str, Any]:
     for a in searched:
         a["rank_among_random"] = 1 + sum(m > a["mean"] for m in random_means) if random_means else None
     best = max((a for a in archs.values() if a["group"] == "random"), key=lambda a: a["mean"], default=None)
-    s, p, l = groups["searched"]["mean"], groups["plain_cnn"]["mean"], groups["lraspp"]["mean"]
+    s, l = groups["searched"]["mean"], groups["lraspp"]["mean"]
+    plains = [groups[g]["mean"] for g in ("plain_cnn", "plain_cnn_wide") if groups[g]["mean"] is not None]
+    p = max(plains) if plains else None
     goal = None
     if s is not None and best is not None:
         goal = {"searched": s, "best_random": best["mean"], "best_random_name": best["name"], "plain_cnn": p,

@@ -111,7 +111,7 @@ def _tau(d: Optional[Dict[str, Any]]) -> str:
 
 def quality_goal_text(goal: Dict[str, Any]) -> str:
     """The numbers behind the quality goal of one task."""
-    peers = ", ".join(f"{name} {goal[k]:.4f}" for k, name in (("plain_cnn", "plain CNN"), ("lraspp", "LR-ASPP"))
+    peers = ", ".join(f"{name} {goal[k]:.4f}" for k, name in (("plain_cnn", "best plain CNN"), ("lraspp", "LR-ASPP"))
                       if goal.get(k) is not None)
     return (f"searched {goal['searched']:.4f} vs best random {goal['best_random']:.4f} ({goal['best_random_name']}, "
             f"{goal['margin'] * 100:+.1f} points)" + (f"; {peers}" if peers else ""))
@@ -141,7 +141,8 @@ def render_quality(r: Dict[str, Any]) -> str:
         parts.append(_table(["group", "val mIoU mean ± sd"],
                             [[name, _ms(sm["groups"].get(g))] for g, name in (
                                 ("searched", "searched"), ("random", "random, similar cost"),
-                                ("plain_cnn", "plain CNN"), ("lraspp", PEER_NAMES["lraspp"]))]))
+                                ("plain_cnn", "plain CNN"), ("plain_cnn_wide", "plain CNN, wide"),
+                                ("lraspp", PEER_NAMES["lraspp"]))]))
         rows = []
         for a in sm["archs"]:
             rank = a.get("rank_among_random")

@@ -57,7 +57,7 @@ def test_plan_runs_one_of_each_kind_first_and_skips_finished_runs(tmp_path):
     state = new_state("digits", "builtin", run)
     first = sorted(plan(cfg, state, run, 0), key=lambda j: j.order)
     assert [j.key for j in first] == ["search seed0", "search seed1", "search seed2"] + [
-        f"{g} train{t}" for t in (0, 1) for g in ("plain_cnn", "lraspp")]
+        f"{g} train{t}" for t in (0, 1) for g in ("plain_cnn", "lraspp", "plain_cnn_wide")]
     assert [j.spec["sections"]["search"]["seed"] for j in first[:3]] == [0, 1, 2]
     arch = random_arch(run.space, 1)
     for s in range(3):
@@ -65,9 +65,10 @@ def test_plan_runs_one_of_each_kind_first_and_skips_finished_runs(tmp_path):
     state["random"] = [{"seed": 9, "name": "random 9", "arch": arch}, {"seed": 12, "name": "random 12", "arch": arch}]
     state["runs"]["plain_cnn train0"] = {"group": "plain_cnn", "val_miou": 0.3}
     order = [j.key for j in sorted(plan(cfg, state, run, 0), key=lambda j: j.order)]
-    assert order[:5] == ["searched seed0 train0", "random 9 train0", "lraspp train0", "rank check", "scores"]
-    assert order[5:8] == ["searched seed1 train0", "searched seed2 train0", "random 12 train0"]
-    assert all(k.endswith("train1") for k in order[8:]) and len(order) == 8 + 3 + 2 + 2
+    assert order[:6] == ["searched seed0 train0", "random 9 train0", "lraspp train0", "plain_cnn_wide train0",
+                         "rank check", "scores"]
+    assert order[6:9] == ["searched seed1 train0", "searched seed2 train0", "random 12 train0"]
+    assert all(k.endswith("train1") for k in order[9:]) and len(order) == 9 + 3 + 2 + 3
     assert "plain_cnn train0" not in order  # finished
     # the rank check and the table's scores judge the first search's supernet
     rank = next(j for j in plan(cfg, state, run, 0) if j.key == "rank check")
