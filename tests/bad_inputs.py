@@ -506,7 +506,8 @@ def cases() -> List[Case]:
             status=130, results=("model.pt",), signal_after=lambda tmp: (tmp / "out" / "last.ckpt").exists(),
             slow=True),
         Case("search: Ctrl-C in stage 1", lambda tmp, a: (
-            ["search", *T, "--out", str(tmp / "out"), *sets(QUICK + ["search.stage1_epochs=200"])],
+            ["search", *T, "--out", str(tmp / "out"),
+             *sets(QUICK + ["search.warmup_epochs=1", "search.stage1_epochs=200"])],
             (f"interrupted (Ctrl-C); the last good checkpoint is {tmp / 'out'}/checkpoint.pt (stage 1, epoch ",
              " of 201); run the same command with --resume to continue; no result was written")),
             status=130, results=("arch.json", "probs.json", "result.json"),
