@@ -62,6 +62,8 @@ class BenchmarkConfig:
         search_cost_rounds, search_cost_steps: interleaved rounds and DARTS steps per measurement of
             the search-cost section.
         gpu_size: ``[H, W]`` of the GPU latency table.
+        cpu_projection_size, cpu_projection_batch: where the Cityscapes supernet's CPU steps are timed,
+            to project a full Cityscapes search on this CPU (``gpu.cpu_projection``).
         train_overrides: ``train`` section keys to change for the quality runs (e.g. ``optimizer``).
         quick: smoke-test sizes (set by ``quick()``; recorded in the results).
     """
@@ -98,6 +100,8 @@ class BenchmarkConfig:
     search_cost_rounds: int = 2
     search_cost_steps: int = 4
     gpu_size: List[int] = field(default_factory=lambda: [1024, 2048])
+    cpu_projection_size: List[int] = field(default_factory=lambda: [128, 256])
+    cpu_projection_batch: int = 2
     train_overrides: Dict[str, Any] = field(default_factory=dict)
     quick: bool = False
 
@@ -108,6 +112,7 @@ class BenchmarkConfig:
                        latency_warmup=1, quality_epochs=1, quality_search_seeds=2, quality_train_seeds=1,
                        quality_random=2, quality_rank_archs=3, quality_rank_epochs=1, quality_calib_batches=2,
                        quality_overrides=list(QUICK_QUALITY), quality_found_dir=None, gpu_size=[128, 256],
+                       cpu_projection_size=[64, 128], cpu_projection_batch=2,
                        quick=True)
 
 

@@ -1,5 +1,6 @@
 """Section ``gpu``: with CUDA, the latency table at ``gpu_size``, the tiny space's search cost, and the
-Cityscapes supernet step time at its crops, from which a full Cityscapes search is projected."""
+Cityscapes supernet step time at its crops, from which a full Cityscapes search is projected; with or
+without CUDA, the same projection on this CPU (one core), from steps timed at a smaller size."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional
@@ -28,10 +29,37 @@ def project_search_hours(step_s: Dict[str, float], search: SearchConfig, num_tra
     return {"steps_per_epoch": steps, "hours": seconds / 3600}
 
 
+def cpu_projection(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Optional[Dict[str, Any]]:
+    """Core-hours of a full Cityscapes search on this CPU, one thread.
+
+    The default form's stage-1 and stage-2 steps of ``cfg.cityscapes_config`` are timed (process CPU time,
+    one thread) at ``cfg.cpu_projection_size`` and batch ``cfg.cpu_projection_batch``, then scaled
+    linearly in pixels x batch to the config's crop and batch (convolutions cost in proportion to the
+    pixels they see; per-op overhead does not grow with them, so the scaling over-estimates a little).
+    ``None`` when the measurement fails (its reason is logged)."""
+    city_cfg = RunConfig.load(cfg.cityscapes_config)
+    batch, size = city_cfg.data.batch_size, city_cfg.data.crop_size or [512, 1024]
+    small, small_batch = cfg.cpu_projection_size, cfg.cpu_projection_batch
+    try:
+        table = search_cost.measure(cfg.cityscapes_config, only=tuple(search_cost.DEFAULT.values()), rounds=1,
+                                    steps=2 if cfg.quick else 3, batch=small_batch, input_size=small, device="cpu",
+                                    log=log)
+    except RuntimeError as err:
+        log(f"[gpu] no CPU projection: {str(err).splitlines()[0]}")
+        return None
+    scale = (size[0] * size[1] * batch) / (small[0] * small[1] * small_batch)
+    step_s = {name: run["step_s"] * scale for name, run in table["runs"].items()}
+    hours = project_search_hours(step_s, city_cfg.search, batch_size=batch)
+    return {"measured_size": list(small), "measured_batch": small_batch, "scale": scale,
+            "step_s_measured": {name: run["step_s"] for name, run in table["runs"].items()},
+            "step_s_projected": step_s, "crop": list(size), "batch_size": batch, "projection": hours}
+
+
 def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
     if not torch.cuda.is_available():
-        log("[gpu] not measured: no CUDA device on this machine")
-        return {"measured": False, "why": "no CUDA device on this machine (torch.cuda.is_available() is False)"}
+        log("[gpu] not measured: no CUDA device on this machine; projecting the Cityscapes search on this CPU")
+        return {"measured": False, "why": "no CUDA device on this machine (torch.cuda.is_available() is False)",
+                "cpu": cpu_projection(cfg, log), "search_epochs": _epochs(cfg)}
     table = latency_table(cfg, cfg.gpu_size, "cuda", None, log)
     cost = search_cost.run(cfg, log, device="cuda")
     city_cfg = RunConfig.load(cfg.cityscapes_config)
@@ -45,8 +73,11 @@ def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, A
         projection = project_search_hours(step_s, city_cfg.search, batch_size=batch)
     except RuntimeError as err:
         city_result, projection = {"measured": False, "why": str(err).splitlines()[0]}, None
-    s = city_cfg.search
     return {"measured": True, "gpu": torch.cuda.get_device_name(0), "latency": table, "search_cost": cost,
-            "cityscapes_cost": city_result, "projection": projection,
-            "search_epochs": [s.warmup_epochs, s.stage1_epochs, s.stage2_warmup_epochs, s.stage2_epochs],
-            "batch_size": batch, "crop": list(size)}
+            "cityscapes_cost": city_result, "projection": projection, "search_epochs": _epochs(cfg),
+            "batch_size": batch, "crop": list(size), "cpu": cpu_projection(cfg, log)}
+
+
+def _epochs(cfg: BenchmarkConfig) -> list:
+    s = RunConfig.load(cfg.cityscapes_config).search
+    return [s.warmup_epochs, s.stage1_epochs, s.stage2_warmup_epochs, s.stage2_epochs]

@@ -191,9 +191,26 @@ def render_demo(r: Dict[str, Any]) -> str:
     return _table(["command", "wall time", "result"], [[f"`{r['command']}`", f"{r['seconds'] / 60:.1f} min", state]])
 
 
+def render_cpu_projection(r: Dict[str, Any]) -> str:
+    """The row of a full Cityscapes search projected on this CPU (one core), or ``""``."""
+    c = r.get("cpu")
+    if not c or not c.get("projection"):
+        return ""
+    w, s1, w2, s2 = r["search_epochs"]
+    h, wd = c["measured_size"]
+    measured = ", ".join(f"{name} {t:.2f} s" for name, t in c["step_s_measured"].items())
+    hours = c["projection"]["hours"]
+    return _table(["projection", "from", "full Cityscapes search", "goal"], [[
+        f"CPU, one core: {c['batch_size']} x {c['crop'][0]}x{c['crop'][1]} crops, 2975 images, "
+        f"{c['projection']['steps_per_epoch']} steps per epoch, {w}+{s1} warm-up and stage-1 epochs, {w2}+{s2} "
+        "stage-2 epochs",
+        f"steps timed at {c['measured_batch']} x {h}x{wd} ({measured}), scaled x{c['scale']:.0f} (pixels x batch)",
+        f"**{hours:.0f} core-hours** ({hours / 24:.1f} core-days)", "GPU: < 1 GPU-day (papers: 3-10)"]])
+
+
 def render_gpu(r: Dict[str, Any]) -> str:
     if not r.get("measured"):
-        return f"Not measured: {r.get('why')}."
+        return "\n\n".join(x for x in (f"Not measured: {r.get('why')}.", render_cpu_projection(r)) if x)
     parts = [f"On {r['gpu']}:", render_latency(r["latency"]), render_search_cost(r["search_cost"]),
              "Cityscapes space, 512x1024 crops:", render_search_cost(r["cityscapes_cost"])]
     p = r.get("projection")
@@ -203,6 +220,8 @@ def render_gpu(r: Dict[str, Any]) -> str:
                      f"steps per epoch, {w}+{s1} warm-up and stage-1 epochs at the stage-1 step time, {w2}+{s2} "
                      f"stage-2 epochs at the stage-2 step time): **{p['hours']:.1f} GPU hours** (data loading "
                      "not included).")
+    if render_cpu_projection(r):
+        parts.append(render_cpu_projection(r))
     return "\n\n".join(parts)
 
 
@@ -417,7 +436,8 @@ def _note_gpu(r: Dict[str, Any], results: Dict[str, Any]) -> str:
     if r.get("measured"):
         return ""
     return ("No GPU was available to this session, so the 1024x2048 latency table, the GPU supernet step time and "
-            "the projected full Cityscapes search time are not given. `python -m benchmarks --only gpu` fills "
+            "the projected GPU time of a full Cityscapes search are not given (the CPU projection above is). "
+            "`python -m benchmarks --only gpu` fills "
             "this section on a machine with CUDA.")
 
 

@@ -11,6 +11,7 @@ from benchmarks.common import SECTIONS, BenchmarkConfig, load_results, machine_i
 from benchmarks.gpu import project_search_hours
 from benchmarks.latency import interleaved_latency, lightest_arch, torchvision_peer
 from benchmarks.render import goals, render_demo, render_page, search_cost_markdown
+from nni_rspnet.config import RunConfig
 from nni_rspnet.search.settings import SearchConfig
 from nni_rspnet.space.arch import random_arch, save_arch
 from nni_rspnet.space.model import SpaceConfig
@@ -61,6 +62,7 @@ def test_quick_latency_writes_the_page(quick_cfg):
     assert "# Benchmarks" in page and machine_info()["cpu"] in page and "## Goals" in page
     assert "| found (tiny) |" in page and "## Quality with an equal training budget\n\nNot run yet." in page
     assert ("Not measured: no CUDA device" in page) != torch.cuda.is_available()
+    assert "core-hours" in page  # the CPU projection of a full Cityscapes search, with or without CUDA
     assert any(line.startswith("[latency]") for line in logs)
 
 
@@ -129,6 +131,29 @@ def test_projection_counts_steps_and_epochs():
     p = project_search_hours({"stage1_single1_pc2": 2.0, "stage2_single1": 1.0}, search, num_train=10, batch_size=4)
     assert p["steps_per_epoch"] == 3 and p["hours"] == pytest.approx(3 * (3 * 2.0 + 3 * 1.0) / 3600)
     assert project_search_hours({"stage1_single1_pc2": 2.0}, search) is None
+
+
+def test_cpu_projection_scales_the_measured_steps(monkeypatch, tmp_path):
+    from benchmarks import gpu, search_cost
+    from benchmarks.render import render_cpu_projection
+
+    def fake_measure(config, only, input_size, batch, **kw):
+        assert tuple(only) == tuple(search_cost.DEFAULT.values()) and list(input_size) == [128, 256] and batch == 2
+        return {"runs": {"stage1_single1_pc2": {"step_s": 2.0}, "stage2_single1": {"step_s": 0.5}}}
+
+    monkeypatch.setattr(search_cost, "measure", fake_measure)
+    cfg = BenchmarkConfig(out_dir=str(tmp_path))
+    c = gpu.cpu_projection(cfg, log=lambda s: None)
+    city = RunConfig.load(cfg.cityscapes_config)
+    h, w = city.data.crop_size
+    scale = h * w * city.data.batch_size / (128 * 256 * 2)
+    assert c["scale"] == pytest.approx(scale) and c["step_s_projected"]["stage1_single1_pc2"] == pytest.approx(2.0 * scale)
+    s = city.search
+    steps = -(-2975 // city.data.batch_size)
+    hours = steps * scale * ((s.warmup_epochs + s.stage1_epochs) * 2.0 + (s.stage2_warmup_epochs + s.stage2_epochs) * 0.5)
+    assert c["projection"]["hours"] == pytest.approx(hours / 3600)
+    row = render_cpu_projection({"cpu": c, "search_epochs": [1, 2, 3, 4]})
+    assert f"**{hours / 3600:.0f} core-hours**" in row and "2 x 128x256" in row
 
 
 def test_lightest_arch_is_valid_and_lightest():
