@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from pathlib import Path
 
@@ -99,14 +100,31 @@ def test_threads_option_sets_torch_threads(capsys, tmp_path):
     assert "--threads: expected a whole number >= 0, got '-1'" in capsys.readouterr().err
 
 
-def test_idle_threads_sleep_unless_the_environment_says_otherwise():
+def test_idle_threads_sleep_on_a_busy_machine_unless_the_environment_says_otherwise(tmp_path):
     import subprocess
     import sys
 
-    code = "import os, nni_rspnet; print(os.environ['OMP_WAIT_POLICY'])"
+    from nni_rspnet.runtime import busy_cores, wait_policy
+
+    assert wait_policy(None) is None and wait_policy(0.2) is None and wait_policy(0.5) == "PASSIVE"
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\n")
+    assert busy_cores(0.0, str(stat)) is None  # no time passed between the samples
+    assert busy_cores(0.0, str(tmp_path / "missing")) is None
+    real = busy_cores(0.05)
+    assert real is None or 0.0 <= real <= (os.cpu_count() or 1)
+
+    code = "import os, nni_rspnet; print(os.environ.get('OMP_WAIT_POLICY'))"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "PASSIVE", done.stderr
     done = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ACTIVE", done.stderr
+    # a busy machine: keep one core busy while the package is imported
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert done.stdout.strip() == "PASSIVE", done.stderr
