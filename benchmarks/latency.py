@@ -1,134 +1,190 @@
-"""Section ``latency``: the found networks against torchvision's LR-ASPP- and DeepLabV3-MobileNetV3-Large
-(no weights): parameters, MACs and latency, timed interleaved over many rounds; medians and ratios."""
+"""Section ``latency``: the found light network, the lightest and heaviest networks of the light Cityscapes
+space, the tiny space's found network, and torchvision's LR-ASPP- and DeepLabV3-MobileNetV3-Large (no
+weights), each in PyTorch eager, TorchScript (frozen) and onnxruntime (and int8 onnxruntime for the
+found network and the peers): parameters, MACs and latency, timed interleaved over many rounds in one
+process; medians and per-round ratios to LR-ASPP in the same runtime. Two settings: the goal's (2
+threads, wall time) and one thread timed by its CPU time (what the run takes with a core to itself,
+robust to other jobs on a shared machine). The found network and LR-ASPP are also profiled (top ops).
+"""
 from __future__ import annotations
 
+import glob
+import os
 import statistics
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torchvision.models import segmentation
 
-from nni_rspnet.measure import count_macs, count_params
-from nni_rspnet.space.arch import build_network, random_arch, space_spec
+from nni_rspnet.measure import count_macs, count_params, time_interleaved
+from nni_rspnet.runtimes import RUNTIME_NAMES, prepare, quantize_onnx
+from nni_rspnet.search.cost_table import build_cost_table
+from nni_rspnet.search.references import reference_network
+from nni_rspnet.space.arch import build_network, load_arch, space_spec
 from nni_rspnet.space.model import SpaceConfig
 
-from .common import BenchmarkConfig, found_arch
+from .common import ROOT, BenchmarkConfig, found_arch
 from .render import PEER_NAMES
 
-
-class DictOutput(nn.Module):
-    """Wraps a torchvision segmentation model (which returns ``{"out": ..., "aux": ...}``) so it
-    returns the logits tensor like every network of this package."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
+RUNTIMES = ("eager", "torchscript", "onnxruntime")
+INT8 = "onnxruntime_int8"
+ALL_RUNTIMES = RUNTIMES + (INT8,)
+RUNTIME_LABELS = dict(RUNTIME_NAMES, **{INT8: "onnxruntime int8"})
+LRASPP = PEER_NAMES["lraspp"]
 
 
 def torchvision_peer(name: str, num_classes: int) -> nn.Module:
-    """``lraspp`` or ``deeplabv3``: the MobileNetV3-Large torchvision model with no weights."""
-    if name == "lraspp":
-        model = segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
-    elif name == "deeplabv3":
-        model = segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                          num_classes=num_classes, aux_loss=False)
-    else:
+    """``lraspp`` or ``deeplabv3``: the MobileNetV3-Large torchvision model with no weights, returning logits
+    (the library's reference networks, ``search.references``)."""
+    if name not in ("lraspp", "deeplabv3"):
         raise ValueError(f"unknown peer {name!r}; expected 'lraspp' or 'deeplabv3'")
-    return DictOutput(model)
+    return reference_network(name, num_classes)
 
 
 @torch.inference_mode()
 def interleaved_latency(models: Dict[str, nn.Module], x: torch.Tensor, rounds: int, warmup: int = 1,
                         threads: Optional[int] = 2, log: Callable[[str], None] = print) -> Dict[str, List[float]]:
-    """Times every model once per round, in turn, over ``rounds`` rounds (after ``warmup`` untimed
-    rounds); returns name -> list of milliseconds.
-
-    Interleaving makes the machine's load drift hit every model alike, so ratios of medians hold up
-    on a shared machine where single timings drift by a quarter.
-    """
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    cuda = x.is_cuda
-    times: Dict[str, List[float]] = {name: [] for name in models}
-    try:
-        for m in models.values():
-            m.eval()
-        for r in range(warmup + rounds):
-            for name, m in models.items():
-                if cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                m(x)
-                if cuda:
-                    torch.cuda.synchronize()
-                if r >= warmup:
-                    times[name].append((time.perf_counter() - start) * 1e3)
-            if r >= warmup and (r - warmup + 1) % 5 == 0:
-                log(f"[latency] round {r - warmup + 1}/{rounds}: " + ", ".join(
-                    f"{n} {statistics.median(t):.0f} ms" for n, t in times.items()))
-    finally:
-        torch.set_num_threads(old_threads)
-    return times
+    """Times every model once per round, in turn (eager, wall time); name -> milliseconds per round."""
+    for m in models.values():
+        m.eval()
+    runs = {name: (lambda m=m: m(x)) for name, m in models.items()}
+    return time_interleaved(runs, rounds, warmup, threads, "wall", log=lambda r: log(f"[latency] round {r}/{rounds}")
+                            if r % 5 == 0 else None)
 
 
 def lightest_arch(config) -> Dict[str, Any]:
-    """The cheapest architecture of a space: ``skip_connect`` (else the first op) on every edge, the
-    first inputs of every input choice: a lower bound on what a search of that space can return."""
+    """``skip_connect`` (else the first op) on every edge, the first inputs of every input choice."""
     return {label: (("skip_connect" if "skip_connect" in c.names else c.names[0]) if c.is_op
                     else list(range(c.n_chosen))) for label, c in space_spec(config).items()}
 
 
-def _latency_models(cfg: BenchmarkConfig, num_classes: int) -> Tuple[Dict[str, nn.Module], Dict[str, str]]:
-    """The networks of the latency table (name -> network, name -> what it is)."""
-    models: Dict[str, nn.Module] = {}
-    notes: Dict[str, str] = {}
+def extreme_archs(space: SpaceConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The lightest and heaviest architectures of ``space`` by parameters (exact, pruning included: the
+    cost table's coordinate descent over every label)."""
+    table = build_cost_table(space, (64, 128), latency=False)
+    return table.extreme_arch("params", min), table.extreme_arch("params", max)
+
+
+def found_light(space_name: str = "cityscapes_light") -> List[Tuple[str, str, Dict[str, Any]]]:
+    """The shipped architectures ``search_spaces/found/<space>-*.json``: ``(name, file, arch)``."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "search_spaces", "found", f"{space_name}-*.json"))):
+        name = os.path.basename(path)[len(space_name) + 1:-len(".json")]
+        found.append((name, os.path.relpath(path, ROOT), load_arch(path)))
+    return found
+
+
+def latency_networks(cfg: BenchmarkConfig, num_classes: int) -> List[Dict[str, Any]]:
+    """The networks of the table: ``{"name", "what", "net", "kind"}`` (kind: found, space, peer)."""
     classes = [f"space.num_classes={num_classes}", "space.aux_heads=false"]
-    arch = found_arch(cfg, "tiny")
-    if arch is not None:
-        models["found (tiny)"] = build_network(SpaceConfig.from_yaml(cfg.tiny_config, classes), arch)
-        notes["found (tiny)"] = "tiny space, the searched arch (search section)"
-    space = SpaceConfig.from_yaml(cfg.cityscapes_config, classes)
-    models["cityscapes space, lightest"] = build_network(space, lightest_arch(space))
-    notes["cityscapes space, lightest"] = "every op skip_connect: the floor of that space"
-    models["cityscapes space, random"] = build_network(space, random_arch(space, 0))
-    notes["cityscapes space, random"] = "random_arch(seed=0)"
+    nets: List[Dict[str, Any]] = []
+    light = SpaceConfig.from_yaml(cfg.light_config, classes)
+    for name, path, arch in found_light(light.name):
+        nets.append({"name": f"found ({light.name}, {name})", "kind": "found", "net": build_network(light, arch),
+                     "what": f"`{path}`"})
+    lo, hi = extreme_archs(light)
+    nets.append({"name": f"{light.name} space, lightest", "kind": "space", "net": build_network(light, lo),
+                 "what": "fewest parameters of the space"})
+    nets.append({"name": f"{light.name} space, heaviest", "kind": "space", "net": build_network(light, hi),
+                 "what": "most parameters of the space"})
+    tiny = found_arch(cfg, "tiny")
+    if tiny is not None:
+        nets.append({"name": "found (tiny)", "kind": "found", "what": "tiny space, the search section's arch",
+                     "net": build_network(SpaceConfig.from_yaml(cfg.tiny_config, classes), tiny)})
+    full = SpaceConfig.from_yaml(cfg.cityscapes_config, classes)
+    nets.append({"name": "cityscapes space, lightest", "kind": "space", "what": "every op skip_connect",
+                 "net": build_network(full, lightest_arch(full))})
     for peer in ("lraspp", "deeplabv3"):
-        torch.manual_seed(0)
-        models[PEER_NAMES[peer]] = torchvision_peer(peer, num_classes)
-        notes[PEER_NAMES[peer]] = "torchvision, weights=None"
-    return models, notes
+        nets.append({"name": PEER_NAMES[peer], "kind": "peer", "what": "torchvision, weights=None",
+                     "net": torchvision_peer(peer, num_classes)})
+    return nets
 
 
-def latency_table(cfg: BenchmarkConfig, size: Sequence[int], device: str = "cpu", threads: Optional[int] = 2,
-                  log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Parameters, MACs and interleaved latency of the found networks and the peers at ``size``."""
-    models, notes = _latency_models(cfg, cfg.latency_classes)
+def _int8_run(net: nn.Module, x: torch.Tensor, threads: Optional[int], folder: str) -> Callable[[], Any]:
+    """An int8 onnxruntime session of ``net`` (static quantisation, calibrated on a few random images)."""
+    from nni_rspnet.runtimes import export_onnx_graph, ort_session
+
+    fp32 = os.path.join(folder, f"m{id(net)}.onnx")
+    int8 = os.path.join(folder, f"m{id(net)}.int8.onnx")
+    with torch.no_grad():
+        export_onnx_graph(net, (x,), fp32)
+    gen = torch.Generator().manual_seed(0)
+    quantize_onnx(fp32, int8, [torch.randn(x.shape, generator=gen) for _ in range(4)])
+    session = ort_session(int8, threads)
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def measure_table(nets: Sequence[Dict[str, Any]], size: Sequence[int], threads: int, clock: str, rounds: int,
+                  warmup: int, runtimes: Sequence[str], log: Callable[[str], None]) -> Dict[str, Any]:
+    """Every network in every runtime, timed interleaved; rows with medians and ratios to LR-ASPP."""
     h, w = int(size[0]), int(size[1])
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    torch.set_num_threads(threads)
+    runs: Dict[Tuple[str, str], Callable[[], Any]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for item in nets:
+            for runtime in runtimes:
+                if runtime == INT8:
+                    if item["kind"] == "space":
+                        continue  # int8 for the found networks and the peers only
+                    runs[(item["name"], runtime)] = _int8_run(item["net"], x, threads, folder)
+                else:
+                    runs[(item["name"], runtime)] = prepare(item["net"], (x,), runtime, threads, folder)
+            log(f"[latency] {item['name']}: prepared in {', '.join(runtimes)}")
+        log(f"[latency] {len(runs)} (network, runtime) pairs at {h}x{w}, {threads} thread(s), {clock} clock, "
+            f"{rounds} interleaved rounds")
+        started = time.time()
+        times = time_interleaved(runs, rounds, warmup, threads, clock, log=lambda r: log(
+            f"[latency] round {r}/{rounds} ({(time.time() - started) / 60:.1f} min)") if r % 5 == 0 else None)
     rows = []
-    for name, m in models.items():
-        m.to(device)
-        rows.append({"name": name, "what": notes[name], "params": count_params(m),
-                     "macs": count_macs(m, (h, w), 3, device)})
-    log(f"[latency] {len(models)} networks at {h}x{w} on {device}, {threads} thread(s), "
-        f"{cfg.latency_rounds} interleaved rounds")
-    x = torch.randn(1, 3, h, w, device=device)
-    times = interleaved_latency(models, x, cfg.latency_rounds, cfg.latency_warmup, threads, log)
-    ref = statistics.median(times[PEER_NAMES["lraspp"]])
-    for row in rows:
-        t = times[row["name"]]
+    for (name, runtime), t in times.items():
+        ref = times.get((LRASPP, runtime)) or times[(LRASPP, "eager")]
+        ref_eager = times[(LRASPP, "eager")]
         q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0]] * 3
-        row.update(median_ms=statistics.median(t), q1_ms=q[0], q3_ms=q[2], ratio=statistics.median(t) / ref,
-                   # per-round ratios: their median is robust to load that changes between rounds
-                   round_ratio=statistics.median(a / b for a, b in zip(t, times[PEER_NAMES["lraspp"]])))
-    return {"size": [h, w], "device": device, "threads": threads, "rounds": cfg.latency_rounds,
-            "warmup": cfg.latency_warmup, "classes": cfg.latency_classes, "rows": rows}
+        rows.append({"name": name, "runtime": runtime, "median_ms": statistics.median(t), "q1_ms": q[0], "q3_ms": q[2],
+                     "round_ratio": statistics.median(a / b for a, b in zip(t, ref)),
+                     "vs_lraspp_eager": statistics.median(a / b for a, b in zip(t, ref_eager))})
+    return {"threads": threads, "clock": clock, "rounds": rounds, "warmup": warmup, "rows": rows}
+
+
+def profile_top_ops(net: nn.Module, size: Sequence[int], threads: int, top: int = 8) -> List[Dict[str, Any]]:
+    """The ops that take most of one eager forward pass (torch profiler, self CPU time), with their share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(1, 3, int(size[0]), int(size[1]))
+    torch.set_num_threads(threads)
+    net.eval()
+    with torch.inference_mode():
+        net(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            net(x)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: -e.self_cpu_time_total)
+    return [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+             "share": e.self_cpu_time_total / total} for e in events[:top]]
 
 
 def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
-    return latency_table(cfg, cfg.latency_size, "cpu", cfg.latency_threads, log)
+    """The latency table in both settings, the networks' parameters and MACs, and two profiles."""
+    size = cfg.latency_size
+    nets = latency_networks(cfg, cfg.latency_classes)
+    info = []
+    for item in nets:
+        item["net"].eval()
+        info.append({"name": item["name"], "what": item["what"], "kind": item["kind"],
+                     "params": count_params(item["net"]), "macs": count_macs(item["net"], size, 3)})
+    settings = [measure_table(nets, size, cfg.latency_threads, "wall", cfg.latency_rounds, cfg.latency_warmup,
+                              ALL_RUNTIMES if cfg.latency_int8 else RUNTIMES, log)]
+    if cfg.latency_cpu_clock:
+        settings.append(measure_table(nets, size, 1, "cpu", cfg.latency_rounds, cfg.latency_warmup,
+                                      ALL_RUNTIMES if cfg.latency_int8 else RUNTIMES, log))
+    found = next((item for item in nets if item["kind"] == "found"), None)
+    profiles = {}
+    for item in ([found] if found else []) + [next(i for i in nets if i["name"] == LRASPP)]:
+        profiles[item["name"]] = profile_top_ops(item["net"], size, cfg.latency_threads)
+    return {"size": list(size), "classes": cfg.latency_classes, "networks": info, "settings": settings,
+            "profiles": profiles, "load_average": list(os.getloadavg())}

@@ -309,7 +309,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _args_evaluate(p: argparse.ArgumentParser) -> None:
     _add_config_args(p, "data")
-    p.add_argument("--checkpoint", required=True, help="model.pt written by train")
+    p.add_argument("--checkpoint", required=True,
+                   help="model.pt written by train, or a TorchScript or .onnx file written by export (ONNX runs in "
+                        "onnxruntime)")
     p.add_argument("--split", choices=["train", "val"], default="val")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="whole-image or sliding-window")
     p.add_argument("--window", nargs=2, type=_SIZE, default=None, metavar=("H", "W"), help="sliding window size")
@@ -324,12 +326,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import os
 
     from .seg.data import make_dataset
-    from .seg.deploy import load_checkpoint, load_model
+    from .seg.deploy import load_network
     from .seg.evaluate import evaluate_network, iou_table_markdown
 
     data_cfg = _run_config(args).data
-    meta = load_checkpoint(args.checkpoint).get("meta") or {}
-    net = load_model(args.checkpoint, args.device)
+    net, meta = load_network(args.checkpoint, args.device, args.threads or None)
+    meta = meta or {}
     split = args.split if data_cfg.dataset == "builtin" else (data_cfg.val_split if args.split == "val"
                                                                else data_cfg.train_split)
     dataset = make_dataset(data_cfg, split, train=False)
@@ -352,7 +354,11 @@ def _args_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["torchscript", "onnx"], required=True)
     p.add_argument("--out", default=None, help="output file (default: model.ts.pt / model.onnx beside the checkpoint)")
     p.add_argument("--input-size", nargs=2, type=_SIZE, default=[64, 128], metavar=("H", "W"),
-                   help="input size of the ONNX graph (TorchScript takes any size)")
+                   help="input size the export is traced and checked at (both formats then take any size)")
+    p.add_argument("--fixed-size", action="store_true",
+                   help="ONNX: a graph for --input-size only (predict and evaluate resize images to it)")
+    p.add_argument("--no-fold", action="store_true",
+                   help="keep BatchNorm layers (by default they are folded into the convolutions, and checked)")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -369,13 +375,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     if args.format == "torchscript":
         out = args.out or stem + ".ts.pt"
-        export_torchscript(net, out, meta, check_input=x)
+        export_torchscript(net, out, meta, check_input=x, fold=not args.no_fold)
         with torch.no_grad():
             diff = (torch.jit.load(out)(x) - net(x)).abs().max().item()
     else:
         out = args.out or stem + ".onnx"
-        diff = export_onnx(net, out, (h, w), meta)
-    print(f"{args.format} written to {out}; max |difference| from PyTorch at {h}x{w}: {diff:.2e}")
+        diff = export_onnx(net, out, (h, w), meta, fold=not args.no_fold, dynamic_size=not args.fixed_size)
+    folded = "" if args.no_fold else "BatchNorm folded into the convolutions; "
+    print(f"{args.format} written to {out}; {folded}max |difference| from PyTorch at {h}x{w}: {diff:.2e}")
     return 0
 
 
@@ -430,9 +437,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     cost = result.cost
     print(f"exported network: {cost['params']:,.0f} parameters, {cost['macs'] / 1e6:.2f} M MACs, "
           f"{cost['latency_ms']:.2f} ms on {cfg.search.latency_device or args.device}")
-    if cfg.search.target is not None:
-        metric, target = cfg.search.target
-        print(f"target {metric} {target:g}: exported {cost[metric]:g} ({100 * cost[metric] / target:.0f} % of target)")
+    if result.target is not None:
+        metric = next(k for k in result.target if k != "given")
+        target = result.target[metric]
+        print(f"target {metric} {target:g} ({result.target['given']}): exported {cost[metric]:g} "
+              f"({100 * cost[metric] / target:.0f} % of target)")
     print(f"architecture written to {args.out}/arch.json (probabilities: probs.json, stage-1 cell: cell.json)")
     return 0
 
@@ -441,30 +450,40 @@ def _args_latency_table(p: argparse.ArgumentParser) -> None:
     _add_config_args(p)
     p.add_argument("--device", default="cpu", help="where to measure: cpu, cuda, ...")
     p.add_argument("--input-size", type=_SIZE, nargs=2, default=[512, 1024], metavar=("H", "W"),
-                   help="image size the network will run at")
-    p.add_argument("--repeats", type=_int_at_least(1, 1000), default=5, help="timed runs per candidate (median kept)")
+                   help="image size the network will run at (the deployment size)")
+    p.add_argument("--runtime", default="eager", choices=["eager", "torchscript", "onnxruntime"],
+                   help="the runtime the network will be deployed with (default eager: PyTorch)")
+    p.add_argument("--reference", action="append", default=[], metavar="NAME",
+                   help="also time this reference network (lraspp, deeplabv3), for relative targets such as "
+                        "search.target_latency=0.5xlraspp (repeatable)")
+    p.add_argument("--repeats", type=_int_at_least(1, 1000), default=5, help="interleaved timing rounds (median kept)")
     p.add_argument("--timing-threads", type=_threads, default=1, metavar="N",
                    help="CPU threads while timing (default 1, as the search's latency targets assume; "
                         "0: the process' setting)")
-    p.add_argument("--out", required=True, help="JSON cost table to write (use it with search --lut)")
+    p.add_argument("--out", required=True, help="JSON cost table to write (use it with --set search.lut=FILE)")
 
 
 def _cmd_latency_table(args: argparse.Namespace) -> int:
     from .search.cost_table import build_cost_table
+    from .search.references import check_reference
 
+    for name in args.reference:
+        check_reference(name, "--reference")
     space = _run_config(args).space
     table = build_cost_table(space, args.input_size, args.device, latency=True, repeats=args.repeats,
-                             threads=args.timing_threads or None)
+                             threads=args.timing_threads or None, runtime=args.runtime, references=args.reference,
+                             log=print)
     table.save(args.out)
-    lo = {m: table.derived(table.extreme_arch("latency_ms", min), m) for m in ("params", "latency_ms")}
-    hi = {m: table.derived(table.extreme_arch("latency_ms", max), m) for m in ("params", "latency_ms")}
+    lo, hi = table.extreme_arch("latency_ms", min), table.extreme_arch("latency_ms", max)
     h, w = args.input_size
-    print(f"cost table of {space.name!r} at {h}x{w} on {args.device}: {len(table.choices)} labels, "
-          f"{len(table.entries)} entries")
-    print(f"fixed part: {table.fixed['params']:,.0f} parameters, {table.fixed['macs'] / 1e6:.1f} M MACs, "
-          f"{table.fixed['latency_ms']:.2f} ms")
-    print(f"estimated range (cheapest .. dearest op per label): {lo['latency_ms']:.2f} .. {hi['latency_ms']:.2f} ms, "
-          f"{lo['params']:,.0f} .. {hi['params']:,.0f} parameters")
+    print(f"cost table of {space.name!r} at {h}x{w} on {args.device} ({args.runtime}): {len(table.choices)} labels, "
+          f"{len(table.nodes)} nodes, {len(table.entries)} op entries")
+    print(f"fixed part (stem, head, upsampling): {table.fixed['params']:,.0f} parameters, "
+          f"{table.fixed['macs'] / 1e6:.1f} M MACs, {table.fixed['latency_ms']:.2f} ms")
+    print(f"estimated latency range: {table.derived(lo, 'latency_ms'):.2f} .. {table.derived(hi, 'latency_ms'):.2f} ms "
+          f"({table.derived(lo, 'params'):,.0f} .. {table.derived(hi, 'params'):,.0f} parameters)")
+    for name, ms in table.references.items():
+        print(f"reference {name}: {ms:.2f} ms (the cheapest architecture is {table.derived(lo, 'latency_ms') / ms:.2f}x)")
     print(f"written to {args.out}")
     return 0
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConfigError
+
+
+CLOCKS = ("wall", "cpu")
 
 
 def count_params(module: nn.Module, exclude: Sequence[str] = ("aux_heads",)) -> int:
@@ -57,14 +60,26 @@ def call_macs(module: nn.Module, args: Tuple[Any, ...]) -> float:
 
 @torch.no_grad()
 def measure_latency(module: nn.Module, inputs: Union[torch.Tensor, Tuple[Any, ...]], repeats: int = 5,
-                    warmup: int = 1, threads: Optional[int] = 1) -> float:
-    """Median wall time of ``module(*inputs)`` in milliseconds (eval mode, no grad).
+                    warmup: int = 1, threads: Optional[int] = 1, runtime: str = "eager", clock: str = "wall") -> float:
+    """Median time of ``module(*inputs)`` in milliseconds (eval mode, no grad).
 
     Args:
-        threads: CPU threads during the measurement (``None``: torch's current setting). One thread
-            by default: with several, timings depend on what else runs on the cores (threads spin while
-            they wait for a busy core), which a lookup table must not. GPU timings synchronise the device.
+        threads: CPU threads during the measurement (``None``: torch's current setting, or
+            onnxruntime's default). One thread by default: with several, timings depend on what else
+            runs on the cores (threads spin while they wait for a busy core), which a lookup table must
+            not. GPU timings synchronise the device.
+        runtime: ``eager``, ``torchscript`` (frozen) or ``onnxruntime`` (see ``runtimes.prepare``).
+        clock: ``wall`` (elapsed time) or ``cpu`` (the calling thread's CPU time: with one thread, what
+            the run takes when it has a core to itself, whatever else runs on the machine; onnxruntime
+            with one intra-op thread runs in the calling thread too). See ``CLOCKS``.
     """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {list(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError(f"the cpu clock times one thread; got threads={threads}")
+    now = time.thread_time if clock == "cpu" else time.perf_counter
+    from .runtimes import prepare  # runtimes imports onnx lazily; kept out of this module's import
+
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     tensors = [a for a in args if torch.is_tensor(a)]
     cuda = bool(tensors) and tensors[0].is_cuda
@@ -73,31 +88,65 @@ def measure_latency(module: nn.Module, inputs: Union[torch.Tensor, Tuple[Any, ..
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        run = prepare(module, args, runtime, threads)
         for _ in range(warmup):
-            module(*args)
+            run()
         times = []
         for _ in range(max(repeats, 1)):
             if cuda:
                 torch.cuda.synchronize()
-            start = time.perf_counter()
-            module(*args)
+            start = now()
+            run()
             if cuda:
                 torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) * 1e3)
+            times.append((now() - start) * 1e3)
         return statistics.median(times)
     finally:
         module.train(was_training)
         torch.set_num_threads(old_threads)
 
 
+def time_interleaved(runs: Mapping[Any, Callable[[], Any]], rounds: int, warmup: int = 1, threads: Optional[int] = 1,
+                     clock: str = "wall", log: Optional[Callable[[int], None]] = None) -> Dict[Any, List[float]]:
+    """Times every callable once per round, in turn, over ``rounds`` rounds after ``warmup`` untimed
+    ones; returns key -> milliseconds per round.
+
+    Interleaving makes a shared machine's load drift hit every callable alike, so medians and their
+    ratios hold up where single timings drift by a quarter. ``clock="cpu"`` (one thread only) times the
+    calling thread's CPU time (see ``measure_latency``). ``log(round)`` is called after every timed round.
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {list(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError(f"the cpu clock times one thread; got threads={threads}")
+    now = time.thread_time if clock == "cpu" else time.perf_counter
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    times: Dict[Any, List[float]] = {key: [] for key in runs}
+    try:
+        for r in range(warmup + max(rounds, 1)):
+            for key, run in runs.items():
+                start = now()
+                run()
+                if r >= warmup:
+                    times[key].append((now() - start) * 1e3)
+            if log is not None and r >= warmup:
+                log(r - warmup + 1)
+    finally:
+        torch.set_num_threads(old_threads)
+    return times
+
+
 def measure_cost(net: nn.Module, input_size: Sequence[int], in_channels: int = 3, device: str = "cpu",
-                 repeats: int = 10, threads: Optional[int] = 1) -> Dict[str, float]:
+                 repeats: int = 10, threads: Optional[int] = 1, runtime: str = "eager",
+                 clock: str = "wall") -> Dict[str, float]:
     """Parameters, MACs and median latency (ms, see ``measure_latency``) of a whole network at
     ``(1, in_channels, H, W)``."""
     net = net.to(device)
     x = torch.zeros(1, in_channels, int(input_size[0]), int(input_size[1]), device=device)
     return {"params": float(count_params(net)), "macs": float(count_macs(net, input_size, in_channels, device)),
-            "latency_ms": measure_latency(net, x, repeats, threads=threads)}
+            "latency_ms": measure_latency(net, x, repeats, threads=threads, runtime=runtime, clock=clock)}
 
 
 def check_device(device: Union[str, torch.device], flag: str = "--device") -> torch.device:

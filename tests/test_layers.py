@@ -3,7 +3,7 @@ import cycle. Read from the source with ``ast``, so nothing is imported to check
 
 Layers, bottom to top (a module may import its own layer and those below):
 
-    base     errors, fileio, schema, measure, _compat, resources, runtime
+    base     errors, fileio, schema, measure, _compat, resources, runtime, runtimes
     space    nni_rspnet.space.*
     seg      nni_rspnet.seg.*
     search   nni_rspnet.search.*
@@ -25,7 +25,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nni_rspnet"
 LAYERS = ["base", "space", "seg", "search", "config", "nnictl", "demo", "cli", "face"]
-BASE = {"errors", "fileio", "schema", "measure", "_compat", "resources", "runtime"}
+BASE = {"errors", "fileio", "schema", "measure", "_compat", "resources", "runtime", "runtimes"}
 
 
 def module_name(path: Path) -> str:

@@ -13,8 +13,10 @@ nnictl trial and the demo call. It writes into ``out_dir``:
 * ``checkpoint.pt``: after every epoch (atomically): stage, epoch, weights, architecture parameters,
   optimiser and penalty states, RNG; ``resume=True`` continues from it after a crash or SIGKILL;
 * ``history.json``: one record per epoch (stage, epoch, validation mIoU, temperature, cost terms);
-* ``cost_table.json`` when a resource target is set, and ``result.json`` (measured cost of the
-  exported network, targets, final validation mIoU).
+* ``cost_table.json`` when a resource target is set (measured at the deployment size, in the
+  deployment runtime, with the reference network of a relative target; reused by a later search in
+  the same folder with the same settings), and ``result.json`` (measured cost of the exported network,
+  targets, final validation mIoU).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from ..seg.progress import trainer_callbacks
 from ..seg.train import SegmentationModule
 from ..space.arch import build_network, save_arch, validate
 from ..space.model import RSPNetSpace, SpaceConfig
-from .cost_table import CostTable, build_cost_table
+from .cost_table import CostTable, cost_table_for, resolve_target, table_clock
 from .penalty import ResourcePenalty
 from .settings import SearchConfig
 from .strategy import CELL_PREFIX, TwoStageDarts
@@ -59,6 +61,7 @@ class SearchResult:
         history: one record per epoch (stage, epoch, metrics).
         val_miou: the validation mIoU of the supernet after the last epoch (``None`` if not logged).
         out_dir: where the files are.
+        target: the resource target (``{metric: value, "given": as configured}``), or ``None``.
     """
 
     arch: Dict[str, Any]
@@ -68,6 +71,7 @@ class SearchResult:
     history: List[Dict[str, Any]] = field(default_factory=list)
     val_miou: Optional[float] = None
     out_dir: str = "."
+    target: Optional[Dict[str, Any]] = None
 
 
 def _write_json(path: str, data: Any) -> None:
@@ -162,25 +166,22 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
 
     penalty = None
     table = None
+    target_value = None
     input_size = list(search_cfg.latency_input_size or data_cfg.image_size)
     if search_cfg.target is not None:
-        metric, target = search_cfg.target
+        # Measured on this machine at the deployment size (or read back from the output folder).
         saved_table = os.path.join(out, "cost_table.json")
-        source = search_cfg.lut or (saved_table if state is not None and os.path.exists(saved_table) else None)
-        if given_table is not None:
-            table = given_table
-        elif source:  # on resume, the table measured at the start (the same penalty after it)
-            table = CostTable.load(source)
+        if state is not None and not search_cfg.lut and os.path.exists(saved_table):
+            table = CostTable.load(saved_table)  # on resume, the table of the start: the same penalty after it
         else:
-            table = build_cost_table(space_cfg, input_size, search_cfg.latency_device or device,
-                                     latency=metric == "latency_ms", repeats=search_cfg.latency_repeats)
-        table.save(os.path.join(out, "cost_table.json"))
+            table, _ = cost_table_for(space_cfg, search_cfg, input_size, device, out)
+        metric, target_value = resolve_target(search_cfg, table)
         floor = table.derived(table.extreme_arch(metric, min), metric)
-        if target < floor:
-            warnings.warn(f"search target {metric}={target:g} is below the cheapest architecture of space "
-                          f"{space_cfg.name!r} by the cost table ({floor:g}): the search can only approach it",
-                          RuntimeWarning)
-        penalty = ResourcePenalty(table, metric, target, search_cfg.lambda_init, search_cfg.lambda_rate)
+        if target_value < floor:
+            warnings.warn(f"search target {metric}={target_value:g} ({search_cfg.target[1]}) is below the cheapest "
+                          f"architecture of space {space_cfg.name!r} by the cost table ({floor:g}): the search can "
+                          f"only approach it", RuntimeWarning)
+        penalty = ResourcePenalty(table, metric, target_value, search_cfg.lambda_init, search_cfg.lambda_rate)
 
     history: List[Dict[str, Any]] = []
     epochs_stage1 = search_cfg.warmup_epochs + search_cfg.stage1_epochs
@@ -245,13 +246,19 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
     _write_json(os.path.join(out, "probs.json"), probs)
 
     net = build_network(space_cfg, arch)
-    cost = measure_cost(net, input_size, space_cfg.in_channels, search_cfg.latency_device or device,
-                        repeats=max(search_cfg.latency_repeats, 5))
+    # Timed as the cost table times: same runtime, threads and clock.
+    latency_device = search_cfg.latency_device or device
+    threads = search_cfg.latency_threads or None
+    cost = measure_cost(net, input_size, space_cfg.in_channels, latency_device, repeats=max(search_cfg.latency_repeats, 5),
+                        threads=threads, runtime=search_cfg.latency_runtime, clock=table_clock(latency_device, threads))
     history = strategy.history
     val = [r["metrics"].get("val_miou") for r in history if r["metrics"].get("val_miou") is not None]
-    result = SearchResult(arch, probs, cell, cost, history, val[-1] if val else None, out)
-    summary = {"cost": cost, "input_size": input_size, "val_miou": result.val_miou,
-               "target": dict([search_cfg.target]) if search_cfg.target else None,
+    target = ({search_cfg.target[0]: target_value, "given": str(search_cfg.target[1])}
+              if search_cfg.target else None)
+    result = SearchResult(arch, probs, cell, cost, history, val[-1] if val else None, out, target)
+    summary = {"cost": cost, "input_size": input_size, "val_miou": result.val_miou, "target": target,
+               "latency": {"runtime": search_cfg.latency_runtime, "threads": threads,
+                           "references_ms": table.references if table is not None else {}},
                "estimated": ({m: table.derived(arch, m) for m in ("params", "macs", "latency_ms")}
                              if table is not None else None)}
     _write_json(os.path.join(out, "result.json"), summary)

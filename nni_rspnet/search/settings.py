@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import ClassVar, List, Optional
+from typing import ClassVar, List, Optional, Union
 
+from ..runtimes import check_runtime
 from ..schema import Section
+from .targets import LatencyTarget, parse_latency_target
 
 
 @dataclass
@@ -32,13 +34,23 @@ class SearchConfig(Section):
         arc_lr, arc_weight_decay: Adam of the architecture parameters (validation split).
         tau_init, tau_min: softmax temperature, annealed geometrically within each stage.
         grad_clip: gradient-norm clipping of the weight step (0 = off).
-        target_latency_ms: latency to aim at (ms, on ``latency_device`` at ``latency_input_size``).
-        target_params: parameter count to aim at. At most one of the two targets may be set.
+        target_latency: latency to aim at, in milliseconds (``12``, ``"12ms"``) or relative to a
+            reference network measured on the same machine, runtime, threads and input size when the
+            cost table is measured (``"0.5xlraspp"``); see ``targets.parse_latency_target``.
+        target_latency_ms: the same in milliseconds only (a number; what the nnictl tuner samples).
+        target_params: parameter count to aim at. At most one of the three targets may be set.
         lambda_init, lambda_rate: initial weight of the resource penalty and its adaptation speed.
-        latency_input_size: ``[H, W]`` at which costs are measured (default: the data's image size).
+        latency_input_size: ``[H, W]`` at which costs are measured, the deployment size (default: the
+            data's image size).
         latency_device: where latencies are measured (default: the search device).
+        latency_runtime: the runtime the network will be deployed with, whose latencies the cost table
+            holds: ``eager`` (PyTorch), ``torchscript`` (frozen) or ``onnxruntime``.
+        latency_threads: CPU threads while timing (0: the process' setting). One by default: timings
+            taken with one thread hold up on a machine that other jobs share.
         latency_repeats: timed runs per candidate (the median is kept).
-        lut: a cost table from ``nni-rspnet latency-table`` (default: measured at the start).
+        lut: a cost table from ``nni-rspnet latency-table`` (default: measured at the start, or the
+            ``cost_table.json`` of the output folder when it was measured for the same space and
+            settings).
         limit_batches: batches per epoch and split (0 = all), for quick runs.
         arch_fraction: share of the data's *train* split that trains the architecture parameters (and
             gives the supernet's per-epoch validation mIoU); the rest trains the weights. The data's
@@ -68,12 +80,15 @@ class SearchConfig(Section):
     tau_init: float = 1.0
     tau_min: float = 0.5
     grad_clip: float = 5.0
+    target_latency: Optional[Union[float, str]] = None
     target_latency_ms: Optional[float] = None
     target_params: Optional[float] = None
     lambda_init: float = 0.1
     lambda_rate: float = 0.2
     latency_input_size: Optional[List[int]] = None
     latency_device: Optional[str] = None
+    latency_runtime: str = "eager"
+    latency_threads: int = 1
     latency_repeats: int = 5
     lut: Optional[str] = None
     limit_batches: int = 0
@@ -103,8 +118,14 @@ class SearchConfig(Section):
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise ValueError(f"{key} must be > 0 (or null for no target), got {value}")
-        if self.target_latency_ms is not None and self.target_params is not None:
-            raise ValueError("set at most one of target_latency_ms and target_params, got both")
+        parse_latency_target(self.target_latency)
+        given = [k for k in ("target_latency", "target_latency_ms", "target_params") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set at most one of target_latency, target_latency_ms and target_params, got "
+                             f"{' and '.join(given)} (set the others to null)")
+        check_runtime(self.latency_runtime, "latency_runtime")
+        if self.latency_threads < 0:
+            raise ValueError(f"latency_threads must be >= 0, got {self.latency_threads}")
         if self.latency_input_size is not None and (len(self.latency_input_size) != 2
                                                     or min(self.latency_input_size) < 1):
             raise ValueError(f"latency_input_size must be [H, W] or null, got {self.latency_input_size}")
@@ -112,10 +133,18 @@ class SearchConfig(Section):
             raise ValueError(f"lut: cost table {self.lut!r} not found")
 
     @property
-    def target(self) -> Optional[tuple]:
-        """``(metric, value)`` of the resource target, or ``None``."""
+    def latency_target(self) -> Optional[LatencyTarget]:
+        """The latency target (of ``target_latency`` or ``target_latency_ms``), or ``None``."""
         if self.target_latency_ms is not None:
-            return "latency_ms", float(self.target_latency_ms)
+            return LatencyTarget(ms=float(self.target_latency_ms))
+        return parse_latency_target(self.target_latency)
+
+    @property
+    def target(self) -> Optional[tuple]:
+        """``(metric, value)`` of the resource target, or ``None``; a latency value is a ``LatencyTarget``
+        (milliseconds, or relative to a reference network: resolved when the cost table is measured)."""
+        if self.latency_target is not None:
+            return "latency_ms", self.latency_target
         if self.target_params is not None:
             return "params", float(self.target_params)
         return None

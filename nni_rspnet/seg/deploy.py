@@ -8,6 +8,7 @@ of the three.
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from ..errors import ArchError, ConfigError, DataError, ModelFileError
 from ..fileio import MAX_TORCH_BYTES, atomic_path, atomic_write_bytes, check_file, human_size, read_bytes, save_torch, \
     short, torch_from_bytes
 from ..space.arch import build_network
+from ..runtimes import OrtNetwork, fold_checked
 from ..space.model import SpaceConfig
 from .cityscapes import check_cityscapes_classes, find_images, prediction_name, predictions_to_label_ids, save_label_ids
 from .datasets import IMAGE_EXTENSIONS, MAX_IMAGE_BYTES, read_image
@@ -180,15 +182,17 @@ def _load_torchscript(data: bytes, path: str, device: Union[str, torch.device] =
 
 
 def export_torchscript(net: nn.Module, path: str, meta: Optional[Dict[str, Any]] = None,
-                       check_input: Optional[torch.Tensor] = None) -> torch.jit.ScriptModule:
+                       check_input: Optional[torch.Tensor] = None, fold: bool = True) -> torch.jit.ScriptModule:
     """Scripts ``net`` (``torch.jit.script``, so any input size works), saves it atomically with
     ``meta`` as the extra file ``meta.json``, and returns the scripted module.
 
-    With ``check_input``, the serialised module is loaded back and its output compared to ``net``'s
-    before anything is written (``ModelFileError`` beyond 1e-4, or NaN: see ``check_parity``).
+    With ``fold``, BatchNorm is folded into the convolutions first (``runtimes.fold_checked``: checked
+    on ``check_input`` or a random image). With ``check_input``, the serialised module is loaded back
+    and its output compared to ``net``'s before anything is written (``ModelFileError`` beyond 1e-4, or
+    NaN: see ``check_parity``).
     """
     net = net.cpu().eval()
-    scripted = torch.jit.script(net)
+    scripted = torch.jit.script(_folded(net, check_input, path) if fold else net)
     buf = io.BytesIO()  # in memory first: torch's own file writer derives a name from the file's
     torch.jit.save(scripted, buf, _extra_files={"meta.json": json.dumps(meta or {})})
     if check_input is not None:
@@ -214,14 +218,17 @@ def check_parity(diff: float, path: str, what: str, tolerance: float = 1e-4) -> 
 
 
 def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Optional[Dict[str, Any]] = None,
-                opset: int = 17, check: bool = True) -> float:
-    """Exports ``net`` to ONNX (TorchScript-based exporter, ``dynamo=False``) for ``[N, C, H, W]``
-    inputs of ``input_size = (H, W)`` with a dynamic batch; adds ``meta`` as metadata and, with
-    ``check``, runs the file in onnxruntime and returns the largest difference from PyTorch.
+                opset: int = 17, check: bool = True, fold: bool = True, dynamic_size: bool = True) -> float:
+    """Exports ``net`` to ONNX (TorchScript-based exporter, ``dynamo=False``), traced on ``[2, C, H, W]``
+    inputs of ``input_size = (H, W)``; the batch is dynamic, and with ``dynamic_size`` (the default) so
+    are the height and width, so ``evaluate`` and ``predict`` run the file at any image size. With
+    ``fold``, BatchNorm is folded into the convolutions first (checked, ``runtimes.fold_checked``).
+    Adds ``meta`` as metadata and, with ``check``, runs the file in onnxruntime and returns the largest
+    difference from ``net`` (unfolded).
 
     Raises:
-        ModelFileError: the onnxruntime output differs from PyTorch by more than 1e-4 (or is NaN);
-            nothing is written then.
+        ModelFileError: the folded network or the onnxruntime output differs from PyTorch by more than
+            1e-4 (or is NaN); nothing is written then.
     """
     import onnx  # only for ONNX, see model_meta
 
@@ -229,9 +236,12 @@ def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Opti
     h, w = int(input_size[0]), int(input_size[1])
     c = _in_channels(net)
     x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
+    # Always a copy: the exporter's eval-mode passes can change the exported module's weights in place.
+    exported = _folded(net, x, path) if fold else copy.deepcopy(net)
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
     with atomic_path(path) as tmp:  # checked before it is renamed into place: a failed check writes nothing
-        torch.onnx.export(net, (x,), tmp, dynamo=False, opset_version=opset, input_names=["image"],
-                          output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(exported, (x,), tmp, dynamo=False, opset_version=opset, input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": axes, "logits": axes})
         model = onnx.load(tmp)
         onnx.checker.check_model(model)
         entry = model.metadata_props.add()
@@ -247,6 +257,16 @@ def export_onnx(net: nn.Module, path: str, input_size: Sequence[int], meta: Opti
             ref = net(x).numpy()
         diff = check_parity(float(np.abs(out - ref).max()), path, "onnxruntime")
     return diff
+
+
+def _folded(net: nn.Module, x: Optional[torch.Tensor], path: str) -> nn.Module:
+    """``net`` with BatchNorm folded into its convolutions, checked on ``x`` (default: a random image)."""
+    if x is None:
+        x = torch.randn(1, _in_channels(net), 64, 128, generator=torch.Generator().manual_seed(0))
+    try:
+        return fold_checked(net, x)[0]
+    except ValueError as err:
+        raise ModelFileError(f"{path}: {err}; no file was written (export with fold=False / --no-fold)") from None
 
 
 def _in_channels(net: nn.Module) -> int:
@@ -278,7 +298,8 @@ class Predictor:
             try:
                 self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
                 shape = self.session.get_inputs()[0].shape
-                self.input_hw = (int(shape[2]), int(shape[3]))
+                # None: exported with a dynamic size (runs at the image's own size)
+                self.input_hw = (int(shape[2]), int(shape[3])) if all(isinstance(d, int) for d in shape[2:4]) else None
             except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for a bad graph
                 raise ModelFileError(f"{model_path}: onnxruntime cannot run this ONNX file "
                                      f"({short(' '.join(str(err).split()), 160)})") from None
@@ -295,7 +316,7 @@ class Predictor:
         x = ((x - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)).unsqueeze(0)
         h, w = x.shape[-2:]
         if self.session is not None:
-            size = self.input_hw
+            size = self.input_hw or (h, w)
             xin = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False) \
                 if tuple(size) != (h, w) else x
             out = torch.from_numpy(self.session.run(None, {"image": xin.numpy()})[0])
@@ -376,3 +397,39 @@ def predict_folder(model_path: str, in_dir: str, out_dir: str, device: str = "cp
                 Image.fromarray(blend).save(tmp, format="JPEG")
         written.append(out)
     return written
+
+
+class _AtSize(nn.Module):
+    """Runs ``net`` at the fixed input size of its file: the image is resized to it and the logits back
+    (what ``Predictor`` does for fixed-size ONNX files)."""
+
+    def __init__(self, net: nn.Module, size: Tuple[int, int]):
+        super().__init__()
+        self.net, self.size = net, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if (h, w) == tuple(self.size):
+            return self.net(x)
+        out = self.net(torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False))
+        return torch.nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def load_network(path: str, device: str = "cpu", threads: Optional[int] = None) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The network of a ``model.pt``, TorchScript or ONNX file (told by content), ready for
+    ``evaluate_network``, and its ``meta``. An ONNX file runs in onnxruntime (``threads`` intra-op
+    threads, on the CPU whatever ``device`` says); one exported for a fixed size runs at that size, its
+    logits resized back.
+    """
+    kind, data = read_model_file(path)
+    meta = model_meta(path)
+    if kind == "onnx":
+        try:
+            net = OrtNetwork(data, threads)
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for a bad graph
+            raise ModelFileError(f"{path}: onnxruntime cannot run this ONNX file "
+                                 f"({short(' '.join(str(err).split()), 160)})") from None
+        return (_AtSize(net, net.input_hw) if net.input_hw else net), meta
+    if kind == "torchscript":
+        return _load_torchscript(data, path, device).eval(), meta
+    return load_model(path, device), meta

@@ -22,9 +22,11 @@ from torch import nn
 from .cell import make_block
 from .choices import PathChoice, choose_inputs
 from .decode import live_nodes
-from .ops import ActLayer, ConvBNAct, NormLayer
+from .ops import ActLayer, ConvBNAct, NormLayer, SepConv
 
 RESOLUTIONS = (4, 8, 16, 32)
+RESAMPLERS = ("conv", "sep")
+HEADS = ("conv", "sep")
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,26 @@ def head_inputs(num_layers: int, num_res: int) -> List[Tuple[int, int]]:
 
 
 class Resample(nn.Module):
-    """Brings a feature map from one resolution to a neighbouring one and to the target width."""
+    """Brings a feature map from one resolution to a neighbouring one and to the target width.
 
-    def __init__(self, c_in: int, c_out: int, step: int, norm_layer: NormLayer, act_layer: ActLayer):
+    Down (``step=1``): a stride-2 3 x 3 conv-norm-act (``kind="conv"``) or a stride-2 depthwise 3 x 3
+    followed by a 1 x 1 (``kind="sep"``: about ``1/9`` of the weights and MACs, for light spaces). Up
+    (``step=-1``): a 1 x 1 conv-norm-act at the coarse size, then bilinear upsampling. Same resolution:
+    a 1 x 1 conv-norm-act when the width changes, else nothing.
+    """
+
+    def __init__(self, c_in: int, c_out: int, step: int, norm_layer: NormLayer, act_layer: ActLayer,
+                 kind: str = "conv"):
         super().__init__()
         if step not in (-1, 0, 1):
             raise ValueError(f"step must be -1 (up), 0 or 1 (down), got {step}")
+        if kind not in RESAMPLERS:
+            raise ValueError(f"resampler must be one of {list(RESAMPLERS)}, got {kind!r}")
         self.up = step == -1
-        if step == 1:
-            self.proj: nn.Module = ConvBNAct(c_in, c_out, 3, 2, norm_layer=norm_layer, act_layer=act_layer)
+        if step == 1 and kind == "sep":
+            self.proj: nn.Module = SepConv(c_in, c_out, 3, 2, norm_layer=norm_layer, act_layer=act_layer)
+        elif step == 1:
+            self.proj = ConvBNAct(c_in, c_out, 3, 2, norm_layer=norm_layer, act_layer=act_layer)
         elif c_in != c_out or self.up:
             self.proj = ConvBNAct(c_in, c_out, 1, norm_layer=norm_layer, act_layer=act_layer)
         else:
@@ -99,6 +112,14 @@ class TrellisNode(nn.Module):
         return self.block(self.fuse(outs))
 
 
+def head_block(c_in: int, c_out: int, kind: str, norm_layer: NormLayer, act_layer: ActLayer) -> nn.Module:
+    """The 3 x 3 block in front of a classifier: a conv-norm-act (``conv``) or a depthwise-separable
+    one (``sep``)."""
+    if kind == "sep":
+        return SepConv(c_in, c_out, 3, 1, norm_layer=norm_layer, act_layer=act_layer)
+    return ConvBNAct(c_in, c_out, 3, norm_layer=norm_layer, act_layer=act_layer)
+
+
 class SegHead(nn.Module):
     """Scores every last-layer resolution and sums the scores at the finest one (FCN-style skips, Long
     et al., 2015): per resolution a 3 x 3 conv-norm-act to the head width and a 1 x 1 classifier.
@@ -111,10 +132,12 @@ class SegHead(nn.Module):
     """
 
     def __init__(self, in_channels: Sequence[int], head_channels: int, num_classes: int,
-                 norm_layer: NormLayer, act_layer: ActLayer):
+                 norm_layer: NormLayer, act_layer: ActLayer, kind: str = "conv"):
         super().__init__()
+        if kind not in HEADS:
+            raise ValueError(f"head must be one of {list(HEADS)}, got {kind!r}")
         self.scores = nn.ModuleList([
-            nn.Sequential(ConvBNAct(c, head_channels, 3, norm_layer=norm_layer, act_layer=act_layer),
+            nn.Sequential(head_block(c, head_channels, kind, norm_layer, act_layer),
                           nn.Conv2d(head_channels, num_classes, 1))
             for c in in_channels])
 
@@ -147,6 +170,9 @@ class Trellis(nn.Module):
         head_channels: width of the head.
         aux_heads: add a classifier on every coarser last-layer resolution (deep supervision); it
             runs only in ``forward_aux``, which training uses.
+        stem_layers: 3 (conv stride 2, conv at 1/2, conv stride 2) or 2 (no conv at 1/2).
+        resampler: ``conv`` or ``sep``, the downsampling paths (see ``Resample``).
+        head: ``conv`` or ``sep``, the 3 x 3 block of each head branch (see ``head_block``).
     """
 
     sources: List[List[int]]  # per built node: positions of its active inputs among computed outputs
@@ -157,15 +183,17 @@ class Trellis(nn.Module):
                  channels: Sequence[int], num_layers: int, paths_per_node: int, skip_paths: bool,
                  cell_ops: Sequence[str], cell_nodes: int, rsp_depth: int, head_channels: int,
                  aux_heads: bool = False, rsp_form: str = "nested", norm_layer: NormLayer = nn.BatchNorm2d,
-                 act_layer: ActLayer = nn.ReLU):
+                 act_layer: ActLayer = nn.ReLU, stem_layers: int = 3, resampler: str = "conv", head: str = "conv"):
         super().__init__()
         resolutions = list(resolutions)
         self.num_res = len(resolutions)
-        self.stem = nn.Sequential(
-            ConvBNAct(in_channels, stem_channels, 3, 2, norm_layer=norm_layer, act_layer=act_layer),
-            ConvBNAct(stem_channels, stem_channels, 3, 1, norm_layer=norm_layer, act_layer=act_layer),
-            ConvBNAct(stem_channels, channels[0], 3, 2, norm_layer=norm_layer, act_layer=act_layer),
-        )
+        if stem_layers not in (2, 3):
+            raise ValueError(f"stem_layers must be 2 or 3, got {stem_layers}")
+        stem: List[nn.Module] = [ConvBNAct(in_channels, stem_channels, 3, 2, norm_layer=norm_layer, act_layer=act_layer)]
+        if stem_layers == 3:  # a stride-1 conv at 1/2: the dearest layer of a light network at large inputs
+            stem.append(ConvBNAct(stem_channels, stem_channels, 3, 1, norm_layer=norm_layer, act_layer=act_layer))
+        stem.append(ConvBNAct(stem_channels, channels[0], 3, 2, norm_layer=norm_layer, act_layer=act_layer))
+        self.stem = nn.Sequential(*stem)
         specs = trellis_nodes(num_layers, self.num_res, skip_paths)
         # Pass 1: every path choice (in a fixed network these already know the chosen paths).
         choices: Dict[Tuple[int, int], Tuple[List[int], nn.Module]] = {}
@@ -187,7 +215,7 @@ class Trellis(nn.Module):
                 continue
             active, fuse = choices[key]
             paths = [Resample(channels[spec.candidates[j][1]], channels[spec.res], spec.res - spec.candidates[j][1],
-                              norm_layer, act_layer) for j in active]
+                              norm_layer, act_layer, resampler) for j in active]
             self.nodes.append(TrellisNode(paths, fuse, make_block(channels[spec.res], rsp_depth, cell_ops,
                                                                   cell_nodes, "cell", norm_layer, act_layer,
                                                                   rsp_form)))
@@ -196,9 +224,9 @@ class Trellis(nn.Module):
             position[key] = len(position)
         self.outputs = [position[node] for node in head_inputs(num_layers, self.num_res)]
         out_channels = [channels[r] for r in range(len(self.outputs))]
-        self.head = SegHead(out_channels, head_channels, num_classes, norm_layer, act_layer)
+        self.head = SegHead(out_channels, head_channels, num_classes, norm_layer, act_layer, head)
         self.aux_heads = nn.ModuleList([
-            nn.Sequential(ConvBNAct(c, head_channels, 3, norm_layer=norm_layer, act_layer=act_layer),
+            nn.Sequential(head_block(c, head_channels, head, norm_layer, act_layer),
                           nn.Conv2d(head_channels, num_classes, 1))
             for c in out_channels[1:]] if aux_heads else [])
 

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 
 from ..schema import Section
 from .cell import RSP_FORMS
-from .macro import RESOLUTIONS, Trellis, trellis_nodes
+from .macro import HEADS, RESAMPLERS, RESOLUTIONS, Trellis, trellis_nodes
 from .ops import OPS
 
 MAX_SUPERNET_PARAMS = 1e9  # an upper estimate past this (4 GB of float32 weights) is refused before building
@@ -46,6 +46,11 @@ class SpaceConfig(Section):
             at every level: C/2, C/4, ...); see ``space.cell.RSPBlock``.
         head_channels: width of the segmentation head.
         aux_heads: auxiliary heads on the coarser last-layer rows (used in training only).
+        stem_layers: 3 (conv stride 2, conv at 1/2, conv stride 2) or 2 (no conv at 1/2, which at
+            512 x 1024 is the dearest layer of a light network).
+        resampler: the downsampling paths: ``conv`` (3 x 3 stride 2) or ``sep`` (depthwise 3 x 3 stride
+            2, then 1 x 1: about a ninth of the weights).
+        head: each head branch's 3 x 3 block: ``conv`` or ``sep`` (depthwise-separable).
     """
 
     SECTION: ClassVar[str] = "space"
@@ -68,6 +73,9 @@ class SpaceConfig(Section):
     rsp_form: str = "nested"
     head_channels: int = 32
     aux_heads: bool = False
+    stem_layers: int = 3
+    resampler: str = "conv"
+    head: str = "conv"
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
@@ -88,6 +96,12 @@ class SpaceConfig(Section):
         for c in self.channels:
             if c < 1 or c % (2 ** self.rsp_depth):
                 raise ValueError(f"channels: {c} is not a positive multiple of 2 ** rsp_depth = {2 ** self.rsp_depth}")
+        if self.stem_layers not in (2, 3):
+            raise ValueError(f"stem_layers must be 2 or 3, got {self.stem_layers}")
+        if self.resampler not in RESAMPLERS:
+            raise ValueError(f"resampler must be one of {list(RESAMPLERS)}, got {self.resampler!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {list(HEADS)}, got {self.head!r}")
         if self.rsp_form not in RSP_FORMS:
             raise ValueError(f"rsp_form must be one of {list(RSP_FORMS)}, got {self.rsp_form!r}")
         if self.layers < n - 1:
@@ -148,7 +162,8 @@ class RSPNet(Trellis):
         cfg = as_space_config(config)
         super().__init__(cfg.in_channels, cfg.num_classes, cfg.stem_channels, cfg.resolutions, cfg.channels,
                          cfg.layers, cfg.paths_per_node, cfg.skip_paths, cfg.ops, cfg.cell_nodes, cfg.rsp_depth,
-                         cfg.head_channels, cfg.aux_heads, cfg.rsp_form)
+                         cfg.head_channels, cfg.aux_heads, cfg.rsp_form, stem_layers=cfg.stem_layers,
+                         resampler=cfg.resampler, head=cfg.head)
         self.config = cfg
 
 
