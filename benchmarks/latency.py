@@ -150,6 +150,39 @@ def measure_table(nets: Sequence[Dict[str, Any]], size: Sequence[int], threads: 
     return {"threads": threads, "clock": clock, "rounds": rounds, "warmup": warmup, "rows": rows}
 
 
+def latency_table(cfg: BenchmarkConfig, size: Sequence[int], device: str = "cpu", threads: Optional[int] = 2,
+                  log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Eager PyTorch only, on ``device`` (the GPU section): parameters, MACs and interleaved latency of the
+    networks of the table, medians and per-round ratios to LR-ASPP."""
+    nets = latency_networks(cfg, cfg.latency_classes)
+    h, w = int(size[0]), int(size[1])
+    x = torch.randn(1, 3, h, w, device=device)
+    cuda = str(device).startswith("cuda")
+
+    def call(m: nn.Module) -> Callable[[], Any]:
+        def run_once() -> Any:
+            with torch.inference_mode():
+                out = m(x)
+            if cuda:
+                torch.cuda.synchronize()
+            return out
+        return run_once
+
+    runs = {item["name"]: call(item["net"].to(device).eval()) for item in nets}
+    times = time_interleaved(runs, cfg.latency_rounds, cfg.latency_warmup, threads, "wall")
+    ref = times[LRASPP]
+    rows = []
+    for item in nets:
+        t = times[item["name"]]
+        q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0]] * 3
+        rows.append({"name": item["name"], "what": item["what"], "params": count_params(item["net"]),
+                     "macs": count_macs(item["net"], (h, w), 3, device), "median_ms": statistics.median(t),
+                     "q1_ms": q[0], "q3_ms": q[2], "ratio": statistics.median(t) / statistics.median(ref),
+                     "round_ratio": statistics.median(a / b for a, b in zip(t, ref))})
+    return {"size": [h, w], "device": device, "threads": threads, "rounds": cfg.latency_rounds,
+            "warmup": cfg.latency_warmup, "classes": cfg.latency_classes, "rows": rows}
+
+
 def profile_top_ops(net: nn.Module, size: Sequence[int], threads: int, top: int = 8) -> List[Dict[str, Any]]:
     """The ops that take most of one eager forward pass (torch profiler, self CPU time), with their share."""
     from torch.profiler import ProfilerActivity, profile

@@ -606,8 +606,10 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                    _args_experiment, _cmd_experiment),
     "data": ("show a dataset (classes, sizes, pixel shares) and write a preview grid", _args_data, _cmd_data),
     "train": ("train a fixed architecture: checkpoints every epoch, --resume, DDP on CPU", _args_train, _cmd_train),
-    "evaluate": ("mIoU and per-class IoU of a model.pt (whole/sliding window, flip)", _args_evaluate, _cmd_evaluate),
-    "export": ("export a model.pt to TorchScript or ONNX (checked against PyTorch)", _args_export, _cmd_export),
+    "evaluate": ("mIoU and per-class IoU of a model.pt, TorchScript or ONNX file (onnxruntime; whole/sliding window, "
+                 "flip)", _args_evaluate, _cmd_evaluate),
+    "export": ("export a model.pt to TorchScript or ONNX, BatchNorm folded (checked against PyTorch)", _args_export,
+               _cmd_export),
     "predict": ("predict masks for a folder of images with a model.pt, TorchScript or ONNX file",
                 _args_predict, _cmd_predict),
 }
