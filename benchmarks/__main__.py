@@ -10,12 +10,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from nni_rspnet.fileio import atomic_write_text
 
-from . import demo, gpu, latency, quality, search, search_cost
+from . import demo, fidelity, gpu, latency, quality, search, search_cost
 from .common import SECTIONS, BenchmarkConfig, load_results, machine_info, store_result
 from .render import render_page, render_section
 
 RUNNERS: Dict[str, Callable[..., Dict[str, Any]]] = {
-    "search": search.run, "search_cost": search_cost.run, "latency": latency.run, "quality": quality.run,
+    "search": search.run, "search_cost": search_cost.run, "latency": latency.run, "fidelity": fidelity.run,
+    "quality": quality.run,
     "demo": demo.run, "gpu": gpu.run}
 
 

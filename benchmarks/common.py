@@ -21,7 +21,7 @@ from nni_rspnet.space.arch import load_arch
 QUICK_QUALITY = ("data.num_train=32", "data.num_val=16", "data.image_size=[32,64]", "data.crop_size=[32,64]",
                  "data.batch_size=8", "data.val_batch_size=8", "search.warmup_epochs=0", "search.stage1_epochs=1",
                  "search.stage2_epochs=1", "search.limit_batches=2")
-SECTIONS = ("search", "search_cost", "latency", "quality", "demo", "gpu")
+SECTIONS = ("search", "search_cost", "latency", "fidelity", "quality", "demo", "gpu")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -34,6 +34,8 @@ class BenchmarkConfig:
         markdown: the page to write (``BENCHMARKS.md``).
         tiny_config: the searched space (its data section gives the built-in data).
         cityscapes_config: the product's space, for reference rows of the latency table.
+        light_config: the light Cityscapes space: its found networks (``search_spaces/found/<space>-*.json``),
+            lightest and heaviest networks in the latency table.
         data_train, data_val: built-in images per split for the searches and the quality runs.
         image_size: ``[H, W]`` of the built-in images (searches and quality runs).
         search_epochs: ``(warmup, stage 1, stage 2)`` epochs of both searches.
@@ -42,6 +44,12 @@ class BenchmarkConfig:
         latency_classes: output classes of every network in the latency table (Cityscapes: 19).
         latency_threads: torch CPU threads while timing.
         latency_rounds, latency_warmup: timed and untimed interleaved rounds.
+        latency_int8: also time int8 onnxruntime (found networks and peers).
+        latency_cpu_clock: also time with one thread by its CPU time (robust to other jobs).
+        fidelity_archs: random architectures per space of the cost-model fidelity section.
+        fidelity_rounds: interleaved rounds of its whole-network timings and cost tables.
+        fidelity_light_size: ``[H, W]`` at which the light Cityscapes space is measured there (the tiny
+            space: its YAML's ``data.image_size``, the size it is searched and deployed at).
         quality_config: the config of the quality section (default ``tiny_config``): its search, data and
             train sections are the budgets (see ``quality.py``).
         quality_datasets: its tasks, among ``builtin`` (digits) and ``shapes``.
@@ -72,6 +80,7 @@ class BenchmarkConfig:
     markdown: str = "BENCHMARKS.md"
     tiny_config: str = os.path.join(ROOT, "search_spaces", "tiny.yaml")
     cityscapes_config: str = os.path.join(ROOT, "search_spaces", "cityscapes.yaml")
+    light_config: str = os.path.join(ROOT, "search_spaces", "cityscapes_light.yaml")
     data_train: int = 1000
     data_val: int = 200
     image_size: List[int] = field(default_factory=lambda: [64, 128])
@@ -82,6 +91,11 @@ class BenchmarkConfig:
     latency_threads: int = 2
     latency_rounds: int = 15
     latency_warmup: int = 2
+    latency_int8: bool = True
+    latency_cpu_clock: bool = True
+    fidelity_archs: int = 16
+    fidelity_rounds: int = 7
+    fidelity_light_size: List[int] = field(default_factory=lambda: [512, 1024])
     quality_config: Optional[str] = None
     quality_datasets: Sequence[str] = ("builtin", "shapes")
     quality_epochs: Optional[int] = None
@@ -109,7 +123,8 @@ class BenchmarkConfig:
         """The smoke-test sizes: tiny data, one epoch, few rounds, small latency inputs."""
         return replace(self, data_train=16, data_val=8, image_size=[32, 64], search_epochs=[0, 1, 1],
                        search_limit_batches=2, latency_size=[64, 128], latency_rounds=3,
-                       latency_warmup=1, quality_epochs=1, quality_search_seeds=2, quality_train_seeds=1,
+                       latency_warmup=1, latency_int8=False, fidelity_archs=3,
+                       fidelity_rounds=2, fidelity_light_size=[64, 128], quality_epochs=1, quality_search_seeds=2, quality_train_seeds=1,
                        quality_random=2, quality_rank_archs=3, quality_rank_epochs=1, quality_calib_batches=2,
                        quality_overrides=list(QUICK_QUALITY), quality_found_dir=None, gpu_size=[128, 256],
                        cpu_projection_size=[64, 128], cpu_projection_batch=2,

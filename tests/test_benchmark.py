@@ -52,12 +52,25 @@ def test_quick_latency_writes_the_page(quick_cfg):
         assert f.read() == page
     results = load_results(quick_cfg)
     lat = results["latency"]
-    names = [r["name"] for r in lat["rows"]]
+    names = [n["name"] for n in lat["networks"]]
     assert "found (tiny)" in names and "LR-ASPP-MobileNetV3-Large" in names and "DeepLabV3-MobileNetV3-Large" in names
-    for row in lat["rows"]:
-        assert row["params"] > 0 and row["macs"] > 0 and row["median_ms"] > 0 and row["ratio"] > 0
-    lraspp = next(r for r in lat["rows"] if r["name"].startswith("LR-ASPP"))
-    assert lraspp["ratio"] == pytest.approx(1.0) and 3.0e6 < lraspp["params"] < 3.5e6
+    assert "cityscapes_light space, lightest" in names and "cityscapes_light space, heaviest" in names
+    for n in lat["networks"]:
+        assert n["params"] > 0 and n["macs"] > 0
+    lraspp = next(n for n in lat["networks"] if n["name"].startswith("LR-ASPP"))
+    assert 3.0e6 < lraspp["params"] < 3.5e6
+    assert [(s["threads"], s["clock"]) for s in lat["settings"]] == [(2, "wall"), (1, "cpu")]
+    for s in lat["settings"]:
+        assert {row["runtime"] for row in s["rows"]} == {"eager", "torchscript", "onnxruntime"}
+        assert len(s["rows"]) == 3 * len(names) and all(row["median_ms"] > 0 for row in s["rows"])
+        ref = [row for row in s["rows"] if row["name"].startswith("LR-ASPP")]
+        assert all(row["round_ratio"] == pytest.approx(1.0) for row in ref)
+    # one table per setting and runtime, the profiles, and a goal row per found light network and runtime
+    assert page.count("### onnxruntime; ") == 2 and page.count("### PyTorch eager; ") == 2
+    assert "Top ops of LR-ASPP-MobileNetV3-Large" in page
+    found = [n for n in names if n.startswith("found (cityscapes_light")]
+    for name in found:
+        assert f"{name}: <= 0.87 M parameters" in page and f"{name}: latency <= 0.5x LR-ASPP, onnxruntime" in page
     # the page: machine, goals and each section's table
     assert "# Benchmarks" in page and machine_info()["cpu"] in page and "## Goals" in page
     assert "| found (tiny) |" in page and "## Quality with an equal training budget\n\nNot run yet." in page
