@@ -94,7 +94,7 @@ class BenchmarkConfig:
     latency_int8: bool = True
     latency_cpu_clock: bool = True
     fidelity_archs: int = 16
-    fidelity_rounds: int = 7
+    fidelity_rounds: int = 15
     fidelity_light_size: List[int] = field(default_factory=lambda: [512, 1024])
     quality_config: Optional[str] = None
     quality_datasets: Sequence[str] = ("builtin", "shapes")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import tomllib
 from pathlib import Path
@@ -74,7 +75,9 @@ def test_configs_command_lists_and_prints_paths(capsys):
     for name in ("tiny", "cityscapes", "macro_hparams", "arch_hpo"):
         assert f"  {name} " in out
     first_comment = (ROOT / "search_spaces" / "tiny.yaml").read_text().splitlines()[0].lstrip("# ").strip()
-    assert f"  tiny        {first_comment}" in out  # each file with the first line of its header comment
+    # each file with the first line of its header comment (names padded to the longest of their kind)
+    assert re.search(rf"^  tiny +{re.escape(first_comment)}$", out, re.M)
+    assert re.search(r"^  cityscapes_light-half_lraspp +", out, re.M)  # the shipped light network
     assert main(["configs", "--path", "macro"]) == 0
     path = capsys.readouterr().out.strip()
     assert os.path.isabs(path) and path.endswith("macro.yml") and os.path.isfile(path)
