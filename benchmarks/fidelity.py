@@ -111,8 +111,8 @@ def plot_fidelity(spaces: Dict[str, Dict[str, Any]], path: str) -> None:
         ax.set_xlabel("measured latency (ms, 1 thread, CPU time)")
         ax.set_ylabel("predicted by the cost table (ms)")
         h, w = sp["size"]
-        ax.set_title(f"{name}, {h}x{w}: Spearman {sp['spearman']:.2f}, median rel. err. {sp['median_rel_error']:.0%}",
-                     fontsize=9)
+        ax.set_title(f"{name}, {h}x{w}, {sp['n']} random networks\nSpearman {sp['spearman']:.2f}, median relative "
+                     f"error {sp['median_rel_error']:.1%}", fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)

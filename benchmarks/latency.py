@@ -201,6 +201,49 @@ def profile_top_ops(net: nn.Module, size: Sequence[int], threads: int, top: int 
              "share": e.self_cpu_time_total / total} for e in events[:top]]
 
 
+def profile_onnxruntime_ops(net: nn.Module, size: Sequence[int], threads: int, top: int = 8,
+                            runs: int = 3) -> List[Dict[str, Any]]:
+    """The op types that take most of an onnxruntime run (its own profiler, after graph optimisation: what
+    the session really executes), summed over ``runs`` runs and divided by them, with their share."""
+    import json as _json
+
+    import onnxruntime as ort
+
+    from nni_rspnet.runtimes import export_onnx_graph
+
+    x = torch.randn(1, 3, int(size[0]), int(size[1]))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "m.onnx")
+        with torch.no_grad():
+            export_onnx_graph(net.eval(), (x,), path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        session.run(None, feed)  # warm-up, not profiled
+        session.end_profiling()
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(folder, "prof")
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session.run(None, feed)
+        for _ in range(runs):
+            session.run(None, feed)
+        with open(session.end_profiling(), encoding="utf-8") as f:
+            events = _json.load(f)
+    per_op: Dict[str, List[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            per_op.setdefault(op, []).append(e["dur"] / 1e3)  # microseconds -> ms
+    total = sum(sum(v) for v in per_op.values()) or 1.0
+    rows = [{"op": op, "calls": len(v) // (runs + 1), "self_ms": sum(v) / (runs + 1), "share": sum(v) / total}
+            for op, v in per_op.items()]
+    rows.sort(key=lambda r: -r["self_ms"])
+    return rows[:top]
+
+
 def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """The latency table in both settings, the networks' parameters and MACs, and two profiles."""
     size = cfg.latency_size
@@ -216,8 +259,10 @@ def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, A
         settings.append(measure_table(nets, size, 1, "cpu", cfg.latency_rounds, cfg.latency_warmup,
                                       ALL_RUNTIMES if cfg.latency_int8 else RUNTIMES, log))
     found = next((item for item in nets if item["kind"] == "found"), None)
-    profiles = {}
-    for item in ([found] if found else []) + [next(i for i in nets if i["name"] == LRASPP)]:
+    profiles, ort_profiles = {}, {}
+    for item in [i for i in nets if i["kind"] == "found" and i["name"] != "found (tiny)"] + [
+            next(i for i in nets if i["name"] == LRASPP)]:
         profiles[item["name"]] = profile_top_ops(item["net"], size, cfg.latency_threads)
+        ort_profiles[item["name"]] = profile_onnxruntime_ops(item["net"], size, 1)
     return {"size": list(size), "classes": cfg.latency_classes, "networks": info, "settings": settings,
-            "profiles": profiles, "load_average": list(os.getloadavg())}
+            "profiles": profiles, "profiles_onnxruntime": ort_profiles, "load_average": list(os.getloadavg())}

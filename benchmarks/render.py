@@ -132,6 +132,10 @@ def render_latency(r: Dict[str, Any]) -> str:
         rows = [[f"`{p['op']}`", p["calls"], f"{p['self_ms']:.1f}", f"{p['share']:.0%}"] for p in top]
         parts.append(f"Top ops of {name} (eager, torch profiler, self CPU time of one forward pass):\n\n"
                      + _table(["op", "calls", "self ms", "share"], rows))
+    for name, top in (r.get("profiles_onnxruntime") or {}).items():
+        rows = [[f"`{p['op']}`", p["calls"], f"{p['self_ms']:.1f}", f"{p['share']:.0%}"] for p in top]
+        parts.append(f"Top op types of {name} in onnxruntime (its profiler, after graph optimisation, 1 thread, "
+                     "kernel time per run):\n\n" + _table(["op type", "calls", "ms per run", "share"], rows))
     return "\n\n".join(parts)
 
 
@@ -459,9 +463,9 @@ def _note_latency(r: Dict[str, Any], results: Dict[str, Any]) -> str:
 def _note_latency_runtimes(r: Dict[str, Any]) -> str:
     """How to read the per-runtime tables, with the found light network's numbers."""
     parts = [f"All networks are built with {r['classes']} output classes and no auxiliary heads, in eval mode, with "
-             "random weights (latency does not depend on them). TorchScript is traced and frozen; onnxruntime runs "
-             "the exported graph with all graph optimisations; the RSPNet networks are exported with BatchNorm "
-             "folded. The \"/ LR-ASPP, same runtime\" column is the goal's number: each network against the peer "
+             "random weights (latency does not depend on them). TorchScript is scripted and frozen (which folds "
+             "BatchNorm); onnxruntime runs the exported graph (BatchNorm folded by the exporter) with all graph "
+             "optimisations; int8 is onnxruntime's static QDQ quantisation. The \"/ LR-ASPP, same runtime\" column is the goal's number: each network against the peer "
              "run the same way. The one-thread CPU-clock setting counts the time the timing thread spends on a "
              "core, so it is robust to the other jobs of this shared machine; the wall-time setting is the goal's "
              "as stated (2 threads) and drifts with the load."]
