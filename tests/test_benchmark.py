@@ -17,6 +17,7 @@ from nni_rspnet.space.arch import random_arch, save_arch
 from nni_rspnet.space.model import SpaceConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LRASPP_NAME = "LR-ASPP-MobileNetV3-Large"
 
 
 @pytest.fixture
@@ -68,6 +69,9 @@ def test_quick_latency_writes_the_page(quick_cfg):
     # one table per setting and runtime, the profiles, and a goal row per found light network and runtime
     assert page.count("### onnxruntime; ") == 2 and page.count("### PyTorch eager; ") == 2
     assert "Top ops of LR-ASPP-MobileNetV3-Large" in page
+    assert "LR-ASPP-MobileNetV3-Large" in lat["profiles_onnxruntime"]
+    assert "Top op types of LR-ASPP-MobileNetV3-Large in onnxruntime" in page
+    assert all(p["self_ms"] > 0 and 0 < p["share"] <= 1 for p in lat["profiles_onnxruntime"][LRASPP_NAME])
     found = [n for n in names if n.startswith("found (cityscapes_light")]
     for name in found:
         assert f"{name}: <= 0.87 M parameters" in page and f"{name}: latency <= 0.5x LR-ASPP, onnxruntime" in page
