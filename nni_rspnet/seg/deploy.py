@@ -115,7 +115,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     kind, data = read_model_file(path)
     if kind != "model.pt":
         raise ModelFileError(f"{path}: a{'n' if kind == 'onnx' else ''} {kind if kind == 'onnx' else 'TorchScript'} "
-                             f"file, not a model.pt (use it with predict)")
+                             f"file, not a model.pt (use it with evaluate or predict)")
     payload = torch_from_bytes(data, path, "model.pt written by nni-rspnet train", ModelFileError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a model.pt written by nni-rspnet train (no {FORMAT!r} marker)")
