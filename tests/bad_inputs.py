@@ -625,8 +625,11 @@ def run_in_process(argv: List[str], timeout: float, context=None, tmp: Optional[
 def run_interrupted(argv: List[str], tmp: Path, ready: Callable[[Path], bool], timeout: float) -> Outcome:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     start = time.time()
+    # A shell starts background jobs with SIGINT ignored, and the child would inherit that (Python keeps an
+    # ignored SIGINT ignored): the command gets Ctrl-C's default, as in a terminal, wherever the suite runs.
     proc = subprocess.Popen([sys.executable, "-m", "nni_rspnet.cli", *argv], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while proc.poll() is None and not ready(tmp) and time.time() - start < timeout:
             time.sleep(0.05)
