@@ -332,7 +332,7 @@ def goals(results: Dict[str, Any]) -> List[List[str]]:
     rsp = {k: v for k, v in ratios.items() if "(default) / full channels" in k and "saved" not in k}
     worst = max(rsp.values()) if rsp else None
     rows.append(["default search / full-channel supernet: step time and peak memory, both stages, <= 0.55x",
-                 ", ".join(f"{k.split(',')[0]} {v:.2f}x" for k, v in rsp.items()) or "n/a",
+                 ", ".join(f"{k.split(',')[0]} {v:.2f}x ({k[k.rfind('(') + 1:-1]})" for k, v in rsp.items()) or "n/a",
                  _met(worst is not None and worst <= GOAL_RSP_COST, worst is not None)])
     mean = next((v for k, v in ratios.items() if k.startswith("step time, TwoStageDarts mean")), None)
     if mean is not None:
