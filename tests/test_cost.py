@@ -11,6 +11,7 @@ from nni_rspnet.space.macro import trellis_nodes
 from nni_rspnet.measure import count_macs, count_params, measure_cost, measure_latency
 from nni_rspnet.search.cost_table import CostTable, build_cost_table
 from nni_rspnet.search.penalty import ResourcePenalty
+from cost_helpers import one_hot_probs
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +65,7 @@ def test_expected_cost_is_differentiable_and_agrees_with_one_hot(table_and_cfg):
     expected = table.expected(probs, "params")
     expected.backward()
     assert any(float(v.grad.abs().sum()) > 0 for v in logits.values())
-    one_hot = {}
-    for label, spec in table.choices.items():
-        p = torch.zeros(spec["n_candidates"])
-        if spec["candidates"]:
-            p[spec["candidates"].index(arch[label])] = 1.0
-        else:
-            p[arch[label]] = 1.0 / len(arch[label])
-        one_hot[label] = p
+    one_hot = one_hot_probs(table, arch)
     assert float(table.expected(one_hot, "params")) == pytest.approx(table.derived(arch, "params"))
     assert table.derived(one_hot, "params") == pytest.approx(table.derived(arch, "params"))
     cheap = table.derived({l: s["candidates"][0] for l, s in table.choices.items() if s["candidates"]}, "params")

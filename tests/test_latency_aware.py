@@ -17,6 +17,7 @@ from nni_rspnet.search.settings import SearchConfig
 from nni_rspnet.search.targets import LatencyTarget, parse_latency_target
 from nni_rspnet.space.arch import build_network, random_arch
 from nni_rspnet.space.model import SpaceConfig
+from cost_helpers import one_hot_probs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "search_spaces", "tiny.yaml")
@@ -136,14 +137,7 @@ def test_a_pruned_network_costs_exactly_its_live_nodes(table_and_cfg):
 def test_soft_liveness_is_between_zero_and_one_and_one_hot_matches_derived(table_and_cfg):
     table, cfg = table_and_cfg
     arch = _pruned_arch(table, cfg)
-    one_hot = {}
-    for label, spec in table.choices.items():
-        p = torch.zeros(spec["n_candidates"])
-        if spec["candidates"]:
-            p[spec["candidates"].index(arch[label])] = 1.0
-        else:
-            p[arch[label]] = 1.0 / len(arch[label])
-        one_hot[label] = p
+    one_hot = one_hot_probs(table, arch)
     for metric in ("params", "latency_ms"):
         assert float(table.expected(one_hot, metric)) == pytest.approx(table.derived(arch, metric), rel=1e-5)
     weights = {label: table._weights(label, None, True) for label in table.choices}
