@@ -29,7 +29,8 @@ def project_search_hours(step_s: Dict[str, float], search: SearchConfig, num_tra
     return {"steps_per_epoch": steps, "hours": seconds / 3600}
 
 
-def cpu_projection(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Optional[Dict[str, Any]]:
+def cpu_projection(cfg: BenchmarkConfig, log: Callable[[str], None] = print,
+                   city_cfg: Optional[RunConfig] = None) -> Optional[Dict[str, Any]]:
     """Core-hours of a full Cityscapes search on this CPU, one thread.
 
     The default form's stage-1 and stage-2 steps of ``cfg.cityscapes_config`` are timed (process CPU time,
@@ -37,7 +38,7 @@ def cpu_projection(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> 
     linearly in pixels x batch to the config's crop and batch (convolutions cost in proportion to the
     pixels they see; per-op overhead does not grow with them, so the scaling over-estimates a little).
     ``None`` when the measurement fails (its reason is logged)."""
-    city_cfg = RunConfig.load(cfg.cityscapes_config)
+    city_cfg = city_cfg or RunConfig.load(cfg.cityscapes_config)
     batch, size = city_cfg.data.batch_size, city_cfg.data.crop_size or [512, 1024]
     small, small_batch = cfg.cpu_projection_size, cfg.cpu_projection_batch
     try:
@@ -56,13 +57,13 @@ def cpu_projection(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> 
 
 
 def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    city_cfg = RunConfig.load(cfg.cityscapes_config)
     if not torch.cuda.is_available():
         log("[gpu] not measured: no CUDA device on this machine; projecting the Cityscapes search on this CPU")
         return {"measured": False, "why": "no CUDA device on this machine (torch.cuda.is_available() is False)",
-                "cpu": cpu_projection(cfg, log), "search_epochs": _epochs(cfg)}
+                "cpu": cpu_projection(cfg, log, city_cfg), "search_epochs": _epochs(city_cfg.search)}
     table = latency_table(cfg, cfg.gpu_size, "cuda", None, log)
     cost = search_cost.run(cfg, log, device="cuda")
-    city_cfg = RunConfig.load(cfg.cityscapes_config)
     batch, size = city_cfg.data.batch_size, city_cfg.data.crop_size or [512, 1024]
     try:
         city = search_cost.measure(cfg.cityscapes_config, only=tuple(search_cost.DEFAULT.values()), rounds=1,
@@ -74,10 +75,9 @@ def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, A
     except RuntimeError as err:
         city_result, projection = {"measured": False, "why": str(err).splitlines()[0]}, None
     return {"measured": True, "gpu": torch.cuda.get_device_name(0), "latency": table, "search_cost": cost,
-            "cityscapes_cost": city_result, "projection": projection, "search_epochs": _epochs(cfg),
-            "batch_size": batch, "crop": list(size), "cpu": cpu_projection(cfg, log)}
+            "cityscapes_cost": city_result, "projection": projection, "search_epochs": _epochs(city_cfg.search),
+            "batch_size": batch, "crop": list(size), "cpu": cpu_projection(cfg, log, city_cfg)}
 
 
-def _epochs(cfg: BenchmarkConfig) -> list:
-    s = RunConfig.load(cfg.cityscapes_config).search
+def _epochs(s: SearchConfig) -> list:
     return [s.warmup_epochs, s.stage1_epochs, s.stage2_warmup_epochs, s.stage2_epochs]
