@@ -5,6 +5,8 @@ nnictl trial and the demo call. It writes into ``out_dir``:
 
 * ``arch.json``: the found architecture, flat label -> choice (loads with ``space.arch.load_arch`` and
   NNI's ``fixed_arch``);
+* ``arch_supernet.json``: the supernet's argmax, and ``candidates.json``: stage 3, the candidates at its
+  cost and their scores (``select.py``: ``arch.json`` is the best of them by ``search.rerank_by``);
 * ``probs.json``: the probabilities of every candidate (cell: softmax of the stage-1 alphas; paths:
   mean validation attention of stage 2);
 * ``cell.json``: the stage-1 cell alone (written as soon as stage 1 ends);
@@ -43,6 +45,7 @@ from ..space.arch import build_network, save_arch, validate
 from ..space.model import RSPNetSpace, SpaceConfig
 from .cost_table import CostTable, cost_table_for, resolve_target, table_clock
 from .penalty import ResourcePenalty
+from .select import select
 from .settings import SearchConfig
 from .strategy import CELL_PREFIX, TwoStageDarts
 
@@ -239,7 +242,17 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
                                                   f"search.arc_lr={search_cfg.arc_lr:g} may be too high)"),
                                     kept, position, resume=False)) from None
 
-    arch = validate(strategy.export_top_models()[0], space_cfg, source="search export")
+    argmax = validate(strategy.export_top_models()[0], space_cfg, source="search export")
+    # Stage 3: the candidates at the argmax's cost, judged by search.rerank_by (select.py).
+    cost_of = None
+    if table is not None and search_cfg.target is not None:
+        metric = search_cfg.target[0]
+        cost_of = lambda a: table.derived(dict(a), metric)  # noqa: E731
+    arch = validate(select(space_cfg, search_cfg, data_cfg, argmax, probs, out,
+                           Datasets(weights_set, arch_set, datasets.classes), device=device, cost_of=cost_of,
+                           log=(lambda s: print(f"[search] {s}", flush=True)) if search_cfg.rerank_by == "loss"
+                           else None),
+                    space_cfg, source="stage 3 selection")
     save_arch(arch, os.path.join(out, "arch.json"))
     cell = {k: v for k, v in arch.items() if k.startswith(CELL_PREFIX)}
     _write_json(os.path.join(out, "cell.json"), cell)

@@ -58,12 +58,20 @@ class SearchConfig(Section):
         threads: CPU threads of the search (0 = the process' setting: torch's default, one per core, or
             ``--threads``); 1 avoids threads spinning for cores that other processes hold.
         seed: seed of weights, architecture parameters and data order.
+        rerank_by: stage 3, how the found architecture is chosen among candidates drawn from the learned
+            distributions at the argmax's cost (``select.py``): ``macs`` (most multiply-accumulates,
+            zero cost), ``loss`` (a short stand-alone training each) or ``none`` (the supernet's argmax).
+        rerank_candidates: candidates of stage 3, the argmax included.
+        rerank_tolerance: a candidate's cost (the target's metric, else parameters) is within this
+            fraction of the argmax's.
+        rerank_temperature: draws follow ``p ** (1 / T)``: below 1 nearer the argmax, above 1 wider.
+        rerank_epochs: epochs of each candidate's stand-alone training (``rerank_by: loss``).
     """
 
     SECTION: ClassVar[str] = "search"
     MAXIMA: ClassVar[dict] = {"warmup_epochs": 10_000, "stage1_epochs": 10_000, "stage2_epochs": 10_000,
                               "stage2_warmup_epochs": 10_000, "latency_input_size": 8192, "latency_repeats": 1000,
-                              "threads": 1024}
+                              "threads": 1024, "rerank_candidates": 10_000, "rerank_epochs": 10_000}
 
     warmup_epochs: int = 1
     stage1_epochs: int = 3
@@ -95,6 +103,11 @@ class SearchConfig(Section):
     arch_fraction: float = 0.5
     threads: int = 0
     seed: int = 0
+    rerank_by: str = "macs"
+    rerank_candidates: int = 16
+    rerank_tolerance: float = 0.1
+    rerank_temperature: float = 1.0
+    rerank_epochs: int = 3
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad value."""
@@ -118,6 +131,14 @@ class SearchConfig(Section):
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise ValueError(f"{key} must be > 0 (or null for no target), got {value}")
+        if self.rerank_by not in ("macs", "loss", "none"):
+            raise ValueError(f"rerank_by must be 'macs', 'loss' or 'none', got {self.rerank_by!r}")
+        for key in ("rerank_candidates", "rerank_epochs"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("rerank_tolerance", "rerank_temperature"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
         parse_latency_target(self.target_latency)
         given = [k for k in ("target_latency", "target_latency_ms", "target_params") if getattr(self, k) is not None]
         if len(given) > 1:
