@@ -175,7 +175,8 @@ def execute(spec: Dict[str, Any]) -> Dict[str, Any]:
         result = run_rank_check(spec["search_dir"], run.space, run.data, run.train, spec["dir"],
                                 n=spec["n"], epochs=spec["epochs"], seed=0,
                                 log=lambda s: print(f"[quality] {spec['task']} {s}", flush=True))
-        return {k: result[k] for k in ("kendall_tau", "kendall_p", "spearman", "spearman_p", "trained")} | {
+        return {k: result.get(k) for k in ("kendall_tau", "kendall_p", "spearman", "spearman_p", "trained",
+                                            "macs_kendall_tau", "macs_kendall_p")} | {
             "n": spec["n"], "epochs": spec["epochs"], "dir": spec["dir"], "seconds": round(time.time() - start, 1),
             "archs": [{k: a.get(k) for k in ("name", "searched", "params", "supernet_miou", "trained_miou")}
                       for a in result["archs"]]}
@@ -330,10 +331,15 @@ def summarize(state: Dict[str, Any]) -> Dict[str, Any]:
         names = [n for n in scores if n in archs]
         table_tau = dict(rank_correlation([scores[n] for n in names], [archs[n]["mean"] for n in names]),
                          n=len(names), scores={n: scores[n] for n in names})
+    # Stage 3's zero-cost criterion (search.rerank_by: macs) against the same means.
+    pool = [a for a in archs.values() if a["group"] in ("searched", "random")]
+    table_macs_tau = (dict(rank_correlation([float(a["macs"]) for a in pool], [a["mean"] for a in pool]), n=len(pool))
+                      if len(pool) >= 2 else None)
     mean_rank = ([a["rank_among_random"] for a in searched if a["rank_among_random"] is not None])
     return {"groups": groups, "archs": sorted(archs.values(), key=lambda a: (GROUPS.index(a["group"]), a["name"])),
             "searched_mean_rank": statistics.mean(mean_rank) if mean_rank else None, "goal": goal,
-            "rank_check": state["runs"].get("rank check"), "table_tau": table_tau}
+            "rank_check": state["runs"].get("rank check"), "table_tau": table_tau,
+            "table_macs_tau": table_macs_tau}
 
 
 def section_result(cfg: BenchmarkConfig, states: Dict[str, Dict[str, Any]], runs: Dict[str, RunConfig],

@@ -226,11 +226,17 @@ def render_quality(r: Dict[str, Any]) -> str:
         rc = sm.get("rank_check")
         if rc:
             lines.append(f"`nni-rspnet rank-check` on search seed 0 ({rc['n']} architectures: its own and random "
-                         f"draws, {_n(rc['epochs'], 'epoch')} each): {_tau(rc)}.")
+                         f"draws, {_n(rc['epochs'], 'epoch')} each): {_tau(rc)}"
+                         + (f"; their MACs: Kendall tau {rc['macs_kendall_tau']:+.2f} (p {rc['macs_kendall_p']:.2f})"
+                            if rc.get("macs_kendall_tau") is not None else "") + ".")
         tt = sm.get("table_tau")
         if tt:
             lines.append(f"The table's {tt['n']} architectures, scored by the supernet of search seed 0 against their "
                          f"mean mIoU above: {_tau(tt)}.")
+        mt = sm.get("table_macs_tau")
+        if mt and mt.get("kendall_tau") is not None:
+            lines.append(f"Their MACs (the criterion of the search's stage 3, `search.rerank_by: macs`) against the "
+                         f"same means, over the {mt['n']} searched and random architectures: {_tau(mt)}.")
         if lines:
             parts.append("\n".join(f"- {line}" for line in lines))
     return "\n\n".join(parts)

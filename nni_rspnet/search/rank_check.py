@@ -445,7 +445,10 @@ def _summary(rows: List[Dict[str, Any]], settings: Dict[str, Any], complete: boo
                                                   ranks([r["trained_miou"] for r in trained]))}
     archs = [dict(r, **({"rank_supernet": rank[r["name"]][0], "rank_trained": rank[r["name"]][1]}
                         if r["name"] in rank else {})) for r in rows]
-    return {"archs": archs, **corr, "trained": len(trained), "complete": complete, "settings": settings}
+    # The zero-cost criterion of the search's stage 3 (search.rerank_by: macs), judged the same way.
+    macs = rank_correlation([float(r["macs"]) for r in trained], [r["trained_miou"] for r in trained])
+    return {"archs": archs, **corr, "macs_kendall_tau": macs["kendall_tau"], "macs_kendall_p": macs["kendall_p"],
+            "trained": len(trained), "complete": complete, "settings": settings}
 
 
 # --- output -------------------------------------------------------------------------------------------
@@ -470,6 +473,10 @@ def format_table(result: Mapping[str, Any]) -> str:
                  f"{_fmt(result['spearman'])} (p {_fmt(result['spearman_p'], 2)[1:]}) over {result['trained']} "
                  f"architectures")
     lines.append(verdict(result["kendall_tau"]))
+    if result.get("macs_kendall_tau") is not None:
+        lines.append(f"MACs (the search's stage 3 with search.rerank_by: macs) against trained mIoU: Kendall tau "
+                     f"{_fmt(result['macs_kendall_tau'])} (p {_fmt(result['macs_kendall_p'], 2)[1:]}); where it is "
+                     f"low, use search.rerank_by: loss")
     return "\n".join(lines)
 
 
