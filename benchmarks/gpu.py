@@ -1,6 +1,7 @@
-"""Section ``gpu``: with CUDA, the latency table at ``gpu_size``, the tiny space's search cost, and the
-Cityscapes supernet step time at its crops, from which a full Cityscapes search is projected; with or
-without CUDA, the same projection on this CPU (one core), from steps timed at a smaller size."""
+"""Section ``gpu``: with CUDA, the Cityscapes supernet step time at its crops and batch, from which a full
+Cityscapes search is projected (first, so a short lease gets it), then the latency table at ``gpu_size`` and
+the tiny space's search cost; with or without CUDA, the same projection on this CPU (one core), from steps
+timed at a smaller size."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional
@@ -11,7 +12,7 @@ from nni_rspnet.config import RunConfig
 from nni_rspnet.search.settings import SearchConfig
 
 from . import search_cost
-from .common import BenchmarkConfig
+from .common import BenchmarkConfig, machine_info
 from .latency import latency_table
 
 
@@ -62,8 +63,8 @@ def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, A
         log("[gpu] not measured: no CUDA device on this machine; projecting the Cityscapes search on this CPU")
         return {"measured": False, "why": "no CUDA device on this machine (torch.cuda.is_available() is False)",
                 "cpu": cpu_projection(cfg, log, city_cfg), "search_epochs": _epochs(city_cfg.search)}
-    table = latency_table(cfg, cfg.gpu_size, "cuda", None, log)
-    cost = search_cost.run(cfg, log, device="cuda")
+    # The Cityscapes steps first: the projection is the section's point, and a short lease gets it even if
+    # a later part fails (it is logged as soon as it is known).
     batch, size = city_cfg.data.batch_size, city_cfg.data.crop_size or [512, 1024]
     try:
         city = search_cost.measure(cfg.cityscapes_config, only=tuple(search_cost.DEFAULT.values()), rounds=1,
@@ -72,9 +73,16 @@ def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, A
         city_result = {"measured": True, "device": "cuda", "table": city}
         step_s = {name: run["step_s"] for name, run in city["runs"].items()}
         projection = project_search_hours(step_s, city_cfg.search, batch_size=batch)
+        if projection:
+            log(f"[gpu] projected full Cityscapes search: {projection['hours']:.1f} GPU hours "
+                f"({projection['hours'] / 24:.2f} GPU-days)")
     except RuntimeError as err:
+        log(f"[gpu] no Cityscapes step time: {str(err).splitlines()[0]}")
         city_result, projection = {"measured": False, "why": str(err).splitlines()[0]}, None
-    return {"measured": True, "gpu": torch.cuda.get_device_name(0), "latency": table, "search_cost": cost,
+    table = latency_table(cfg, cfg.gpu_size, "cuda", None, log)
+    cost = search_cost.run(cfg, log, device="cuda")
+    return {"measured": True, "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "versions": machine_info()["versions"], "latency": table, "search_cost": cost,
             "cityscapes_cost": city_result, "projection": projection, "search_epochs": _epochs(city_cfg.search),
             "batch_size": batch, "crop": list(size), "cpu": cpu_projection(cfg, log, city_cfg)}
 

@@ -2,6 +2,7 @@
 import json
 import os
 import statistics
+from dataclasses import replace
 
 import pytest
 import torch
@@ -171,6 +172,70 @@ def test_cpu_projection_scales_the_measured_steps(monkeypatch, tmp_path):
     assert c["projection"]["hours"] == pytest.approx(hours / 3600)
     row = render_cpu_projection({"cpu": c, "search_epochs": [1, 2, 3, 4]})
     assert f"**{hours / 3600:.0f} core-hours**" in row and "2 x 128x256" in row
+
+
+def _gpu_result(step1: float, step2: float, size=(512, 1024), batch: int = 8, quick: bool = False):
+    """A gpu-section result as ``gpu.run`` stores it with CUDA, the steps timed at ``size`` and ``batch``."""
+    city = RunConfig.load(os.path.join(ROOT, "search_spaces", "cityscapes.yaml"))
+    step_s = {"stage1_single1_pc2": step1, "stage2_single1": step2}
+    runs = {k: {"step_s": v, "wall_s": v, "peak_mib": 1.0, "saved_mib": 2.0} for k, v in step_s.items()}
+    table = {"settings": {"space": "search_spaces/cityscapes.yaml", "input_size": list(size), "batch": batch,
+                          "device": "cuda", "threads": 1, "rounds": 1, "steps": 6},
+             "runs": runs, "ratios": {}, "goals": {}}
+    latency = {"size": [1024, 2048], "device": "cuda", "threads": None, "rounds": 2, "warmup": 1, "classes": 19,
+               "rows": [{"name": LRASPP_NAME, "what": "peer", "params": 3.2e6, "macs": 1.6e10, "median_ms": 5.0,
+                         "q1_ms": 4.9, "q3_ms": 5.1, "ratio": 1.0, "round_ratio": 1.0}]}
+    return {"measured": True, "gpu": "NVIDIA H200", "torch": "2.11.0+cu130", "cuda": "13.0",
+            "versions": {"python": "3.12.3", "torch": "2.11.0+cu130"}, "latency": latency,
+            "search_cost": {"measured": False, "why": "skipped"}, "quick": quick,
+            "cityscapes_cost": {"measured": True, "device": "cuda", "table": table},
+            "projection": project_search_hours(step_s, city.search, batch_size=city.data.batch_size),
+            "search_epochs": [city.search.warmup_epochs, city.search.stage1_epochs, city.search.stage2_warmup_epochs,
+                              city.search.stage2_epochs],
+            "batch_size": city.data.batch_size, "crop": list(city.data.crop_size), "cpu": None}
+
+
+def test_gpu_projection_is_a_row_with_the_goal():
+    from benchmarks.render import render_gpu
+
+    fast, slow = _gpu_result(3.0, 0.5), _gpu_result(30.0, 5.0)
+    hours = fast["projection"]["hours"]
+    text = render_gpu(fast)
+    assert "On NVIDIA H200 (python 3.12.3, torch 2.11.0+cu130, CUDA 13.0)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| GPU, NVIDIA H200:"))
+    assert f"**{hours:.1f} GPU hours** ({hours / 24:.2f} GPU-days)" in row and "**met**" in row
+    assert "8 x 512x1024 on the GPU (stage1_single1_pc2 3.00 s, stage2_single1 0.50 s" in row
+    assert "**not met**" in render_gpu(slow) and slow["projection"]["hours"] > 24
+    goal = [g for g in goals({"gpu": fast}) if g[0].startswith("full Cityscapes search")]
+    assert goal == [["full Cityscapes search (both stages) < 1 GPU-day (papers: 3-10)",
+                     f"{hours:.1f} GPU hours on NVIDIA H200 (projected from the step time, 372 steps per epoch; "
+                     "see GPU)", "**met**"]]
+    # steps timed at quick mode's small crops project nothing: the goal is not measured
+    small = _gpu_result(0.1, 0.05, size=(128, 256), quick=True)
+    assert "not a projection of it" in render_gpu(small)
+    assert [g[2] for g in goals({"gpu": small}) if g[0].startswith("full Cityscapes")] == ["not measured"]
+    assert [g[1:] for g in goals({"gpu": {"measured": False}}) if g[0].startswith("full Cityscapes")] == [
+        ["n/a (no CUDA device)", "not measured"]]
+
+
+def test_search_loader_steps_follow_the_driver():
+    """The steps per epoch the note states are the length of the loaders ``run_search`` builds, combined as
+    Lightning combines them for ``fit``."""
+    from pytorch_lightning.trainer.supporters import CombinedLoader
+
+    from benchmarks.render import search_loader_steps
+    from nni_rspnet.search.driver import split_for_search
+    from nni_rspnet.seg.data import build_loaders
+
+    path = os.path.join(ROOT, "search_spaces", "cityscapes.yaml")
+    run = RunConfig.load(path)
+    steps = search_loader_steps(path)
+    images = torch.utils.data.TensorDataset(torch.zeros(2975, 1))
+    weights, arch = split_for_search(images, run.search.arch_fraction, run.search.seed)
+    for key, batch in (("steps", run.data.val_batch_size), ("steps_same_batch", run.data.batch_size)):
+        train, val = build_loaders(replace(run.data, num_workers=0, val_batch_size=batch), weights, arch)
+        assert steps[key] == len(CombinedLoader({"train": train, "val": val}, "max_size_cycle")), key
+    assert (steps["weights"], steps["arch"]) == (len(weights), len(arch))
 
 
 def test_lightest_arch_is_valid_and_lightest():
