@@ -9,22 +9,25 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from nni_rspnet.config import RunConfig
+from nni_rspnet.search.driver import search_steps_per_epoch
 from nni_rspnet.search.settings import SearchConfig
+from nni_rspnet.seg.data import DataConfig
 
 from . import search_cost
 from .common import BenchmarkConfig, machine_info
 from .latency import latency_table
 
 
-def project_search_hours(step_s: Dict[str, float], search: SearchConfig, num_train: int = 2975,
-                         batch_size: int = 8) -> Optional[Dict[str, float]]:
+def project_search_hours(step_s: Dict[str, float], search: SearchConfig, data: DataConfig,
+                         num_train: int = 2975) -> Optional[Dict[str, float]]:
     """Hours of a full search from measured step times of the default search (``search_cost.DEFAULT``):
     its stage-1 step for warm-up and stage 1 (an over-estimate for the weights-only, single-path
-    warm-up), its stage-2 step for stage 2; one step per training batch (Cityscapes: 2975 images)."""
+    warm-up), its stage-2 step for stage 2; an epoch is as many steps as ``nni-rspnet search`` loops
+    over ``num_train`` training images (``driver.search_steps_per_epoch``; Cityscapes: 2975 images)."""
     one, two = search_cost.DEFAULT[1], search_cost.DEFAULT[2]
     if one not in step_s or two not in step_s:
         return None
-    steps = -(-num_train // batch_size)
+    steps = search_steps_per_epoch(data, search, num_train)
     seconds = steps * ((search.warmup_epochs + search.stage1_epochs) * step_s[one]
                        + (search.stage2_warmup_epochs + search.stage2_epochs) * step_s[two])
     return {"steps_per_epoch": steps, "hours": seconds / 3600}
@@ -51,7 +54,7 @@ def cpu_projection(cfg: BenchmarkConfig, log: Callable[[str], None] = print,
         return None
     scale = (size[0] * size[1] * batch) / (small[0] * small[1] * small_batch)
     step_s = {name: run["step_s"] * scale for name, run in table["runs"].items()}
-    hours = project_search_hours(step_s, city_cfg.search, batch_size=batch)
+    hours = project_search_hours(step_s, city_cfg.search, city_cfg.data)
     return {"measured_size": list(small), "measured_batch": small_batch, "scale": scale,
             "step_s_measured": {name: run["step_s"] for name, run in table["runs"].items()},
             "step_s_projected": step_s, "crop": list(size), "batch_size": batch, "projection": hours}
@@ -72,7 +75,7 @@ def run(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Dict[str, A
                                    input_size=[128, 256] if cfg.quick else size, device="cuda", log=log)
         city_result = {"measured": True, "device": "cuda", "table": city}
         step_s = {name: run["step_s"] for name, run in city["runs"].items()}
-        projection = project_search_hours(step_s, city_cfg.search, batch_size=batch)
+        projection = project_search_hours(step_s, city_cfg.search, city_cfg.data)
         if projection:
             log(f"[gpu] projected full Cityscapes search: {projection['hours']:.1f} GPU hours "
                 f"({projection['hours'] / 24:.2f} GPU-days)")

@@ -618,38 +618,19 @@ def _note_demo(r: Dict[str, Any], results: Dict[str, Any]) -> str:
     return text
 
 
-def search_loader_steps(config: str, num_train: int = 2975) -> Dict[str, int]:
-    """Steps per epoch of ``nni-rspnet search`` with ``config`` on ``num_train`` images, as its driver builds the
-    loaders: the train split cut into a weights part and an architecture part (``search.arch_fraction``), the
-    weights loader at ``data.batch_size`` (last batch dropped), the architecture loader at
-    ``data.val_batch_size``, and Lightning cycling the shorter one (``max_size_cycle``)."""
-    from nni_rspnet.config import RunConfig
-
-    run = RunConfig.load(config)
-    arch = int(round(num_train * run.search.arch_fraction))
-    weights = num_train - arch
-    b, vb = run.data.batch_size, run.data.val_batch_size
-    w_batches = weights // b if weights > b else 1
-    return {"weights": weights, "arch": arch, "batch": b, "arch_batch": vb,
-            "steps": max(w_batches, -(-arch // vb)), "steps_same_batch": max(w_batches, -(-arch // b))}
-
-
 def _note_gpu(r: Dict[str, Any], results: Dict[str, Any]) -> str:
     parts = []
     if projection_rows(r):
         batch = r.get("batch_size") or (r.get("cpu") or {}).get("batch_size", 8)
-        steps = -(-2975 // batch)
-        d = search_loader_steps(os.path.join(ROOT, "search_spaces", "cityscapes.yaml"))
+        steps = ((r.get("projection") or (r.get("cpu") or {}).get("projection") or {}).get("steps_per_epoch"))
         parts.append(
-            f"How the projection counts: 2975 train images / batch {batch} = {steps} steps per epoch, each one "
-            f"architecture step and one weight step on batch-{batch} crops; the warm-up epochs, which train the "
-            "weights only, are counted at the stage-1 step time (an over-estimate); data loading and the "
-            "per-epoch validation pass are not counted. `nni-rspnet search` with `search_spaces/cityscapes.yaml` "
-            f"as configured loops differently: it cuts the train split into a weights part ({d['weights']} images) "
-            f"and an architecture part ({d['arch']}, `search.arch_fraction`), the architecture loader takes "
-            f"`data.val_batch_size` ({d['arch_batch']}), and Lightning cycles the shorter loader, so an epoch is "
-            f"{d['steps']} steps of a weight step on {d['batch']} crops and an architecture step on "
-            f"{d['arch_batch']} (with both loaders at batch {d['batch']} it would be {d['steps_same_batch']} steps).")
+            f"How the projection counts: as `nni-rspnet search` with `search_spaces/cityscapes.yaml` loops, the 2975 "
+            f"train images cut into a weights part and an architecture part (`search.arch_fraction`), both loaders at "
+            f"batch {batch}, so an epoch is {steps} steps, each one weight step and one architecture step on "
+            f"batch-{batch} crops; the warm-up epochs, which train the weights only, are counted at the stage-1 step "
+            "time (an over-estimate); data loading and the per-epoch validation pass are not counted. (Until this "
+            "round the architecture loader took `data.val_batch_size`, 1 for Cityscapes, and an epoch was 1488 "
+            "steps; the GPU steps above were timed before that fix, at batch 8 for both halves of a step, as now.)")
     if not r.get("measured"):
         parts.append("No GPU was available to this session, so the 1024x2048 latency table, the GPU supernet step "
                      "time and the projected GPU time of a full Cityscapes search are not given (the CPU projection "

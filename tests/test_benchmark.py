@@ -13,7 +13,9 @@ from benchmarks.gpu import project_search_hours
 from benchmarks.latency import interleaved_latency, lightest_arch, torchvision_peer
 from benchmarks.render import goals, render_demo, render_page, search_cost_markdown
 from nni_rspnet.config import RunConfig
+from nni_rspnet.search.driver import search_steps_per_epoch
 from nni_rspnet.search.settings import SearchConfig
+from nni_rspnet.seg.data import DataConfig
 from nni_rspnet.space.arch import random_arch, save_arch
 from nni_rspnet.space.model import SpaceConfig
 
@@ -145,10 +147,13 @@ def test_search_cost_data_renders_and_meets_the_goals(tmp_path):
 
 
 def test_projection_counts_steps_and_epochs():
-    search = SearchConfig(warmup_epochs=1, stage1_epochs=2, stage2_warmup_epochs=0, stage2_epochs=3)
-    p = project_search_hours({"stage1_single1_pc2": 2.0, "stage2_single1": 1.0}, search, num_train=10, batch_size=4)
+    search = SearchConfig(warmup_epochs=1, stage1_epochs=2, stage2_warmup_epochs=0, stage2_epochs=3, arch_fraction=0.5)
+    data = DataConfig(batch_size=4, val_batch_size=1)
+    # 20 images: 10 train the weights (2 batches of 4, the last dropped), 10 the architecture at batch
+    # max(4, 1) = 4 (3 batches): Lightning cycles the shorter loader, 3 steps per epoch
+    p = project_search_hours({"stage1_single1_pc2": 2.0, "stage2_single1": 1.0}, search, data, num_train=20)
     assert p["steps_per_epoch"] == 3 and p["hours"] == pytest.approx(3 * (3 * 2.0 + 3 * 1.0) / 3600)
-    assert project_search_hours({"stage1_single1_pc2": 2.0}, search) is None
+    assert project_search_hours({"stage1_single1_pc2": 2.0}, search, data) is None
 
 
 def test_cpu_projection_scales_the_measured_steps(monkeypatch, tmp_path):
@@ -167,7 +172,8 @@ def test_cpu_projection_scales_the_measured_steps(monkeypatch, tmp_path):
     scale = h * w * city.data.batch_size / (128 * 256 * 2)
     assert c["scale"] == pytest.approx(scale) and c["step_s_projected"]["stage1_single1_pc2"] == pytest.approx(2.0 * scale)
     s = city.search
-    steps = -(-2975 // city.data.batch_size)
+    steps = search_steps_per_epoch(city.data, city.search, 2975)
+    assert steps == 186  # 1487 weight images // 8, 1488 architecture images / 8
     hours = steps * scale * ((s.warmup_epochs + s.stage1_epochs) * 2.0 + (s.stage2_warmup_epochs + s.stage2_epochs) * 0.5)
     assert c["projection"]["hours"] == pytest.approx(hours / 3600)
     row = render_cpu_projection({"cpu": c, "search_epochs": [1, 2, 3, 4]})
@@ -189,7 +195,7 @@ def _gpu_result(step1: float, step2: float, size=(512, 1024), batch: int = 8, qu
             "versions": {"python": "3.12.3", "torch": "2.11.0+cu130"}, "latency": latency,
             "search_cost": {"measured": False, "why": "skipped"}, "quick": quick,
             "cityscapes_cost": {"measured": True, "device": "cuda", "table": table},
-            "projection": project_search_hours(step_s, city.search, batch_size=city.data.batch_size),
+            "projection": project_search_hours(step_s, city.search, city.data),
             "search_epochs": [city.search.warmup_epochs, city.search.stage1_epochs, city.search.stage2_warmup_epochs,
                               city.search.stage2_epochs],
             "batch_size": city.data.batch_size, "crop": list(city.data.crop_size), "cpu": None}
@@ -208,7 +214,7 @@ def test_gpu_projection_is_a_row_with_the_goal():
     assert "**not met**" in render_gpu(slow) and slow["projection"]["hours"] > 24
     goal = [g for g in goals({"gpu": fast}) if g[0].startswith("full Cityscapes search")]
     assert goal == [["full Cityscapes search (both stages) < 1 GPU-day (papers: 3-10)",
-                     f"{hours:.1f} GPU hours on NVIDIA H200 (projected from the step time, 372 steps per epoch; "
+                     f"{hours:.1f} GPU hours on NVIDIA H200 (projected from the step time, 186 steps per epoch; "
                      "see GPU)", "**met**"]]
     # steps timed at quick mode's small crops project nothing: the goal is not measured
     small = _gpu_result(0.1, 0.05, size=(128, 256), quick=True)
@@ -218,24 +224,23 @@ def test_gpu_projection_is_a_row_with_the_goal():
         ["n/a (no CUDA device)", "not measured"]]
 
 
-def test_search_loader_steps_follow_the_driver():
-    """The steps per epoch the note states are the length of the loaders ``run_search`` builds, combined as
-    Lightning combines them for ``fit``."""
+def test_search_steps_per_epoch_are_the_driver_loaders_as_lightning_combines_them():
+    """The projection's steps per epoch are the length of the loaders ``run_search`` builds, combined as
+    Lightning combines them for ``fit``; the architecture batch is never below the training batch."""
     from pytorch_lightning.trainer.supporters import CombinedLoader
 
-    from benchmarks.render import search_loader_steps
-    from nni_rspnet.search.driver import split_for_search
-    from nni_rspnet.seg.data import build_loaders
+    from nni_rspnet.search.driver import search_loaders, split_for_search
 
     path = os.path.join(ROOT, "search_spaces", "cityscapes.yaml")
     run = RunConfig.load(path)
-    steps = search_loader_steps(path)
     images = torch.utils.data.TensorDataset(torch.zeros(2975, 1))
     weights, arch = split_for_search(images, run.search.arch_fraction, run.search.seed)
-    for key, batch in (("steps", run.data.val_batch_size), ("steps_same_batch", run.data.batch_size)):
-        train, val = build_loaders(replace(run.data, num_workers=0, val_batch_size=batch), weights, arch)
-        assert steps[key] == len(CombinedLoader({"train": train, "val": val}, "max_size_cycle")), key
-    assert (steps["weights"], steps["arch"]) == (len(weights), len(arch))
+    for data in (replace(run.data, num_workers=0), replace(run.data, num_workers=0, val_batch_size=32)):
+        train, val = search_loaders(data, weights, arch)
+        assert val.batch_size == max(data.batch_size, data.val_batch_size)
+        assert search_steps_per_epoch(data, run.search, 2975) == len(
+            CombinedLoader({"train": train, "val": val}, "max_size_cycle"))
+    assert search_steps_per_epoch(replace(run.data, num_workers=0), run.search, 2975) == 186
 
 
 def test_lightest_arch_is_valid_and_lightest():

@@ -151,8 +151,9 @@ def test_search_killed_with_sigkill_resumes_to_the_same_kind_of_export(tmp_path)
 
     space, search, data = configs("search.warmup_epochs=1", "search.stage1_epochs=2", "search.stage2_epochs=3")
     result = run_search(space, search, data, out, resume=True)
-    arch = load_arch(out / "arch.json", space)
-    assert {k: v for k, v in arch.items() if k.startswith("cell/")} == cell  # stage 1 was not redone
+    argmax = load_arch(out / "arch_supernet.json", space)  # the two stages' answer, before stage 3
+    assert {k: v for k, v in argmax.items() if k.startswith("cell/")} == cell  # stage 1 was not redone
+    assert json.loads((out / "cell.json").read_text()) == cell
     epochs = [(r["stage"], r["epoch"]) for r in result.history]
     assert epochs == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)] and done < 6
     # resuming a finished search trains nothing and exports the same architecture again

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Union
 
 import pytorch_lightning as pl
@@ -94,6 +94,28 @@ def split_for_search(dataset: Any, arch_fraction: float, seed: int) -> tuple:
                           f"images; use more images or a fraction nearer 0.5")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     return Subset(dataset, sorted(order[n_arch:])), Subset(dataset, sorted(order[:n_arch]))
+
+
+def search_loaders(data_cfg: DataConfig, weights_set: Any, arch_set: Any) -> tuple:
+    """The search's two loaders: the weights part at ``data.batch_size`` and the architecture part at
+    ``max(data.batch_size, data.val_batch_size)``.
+
+    Every search step is a weight step and an architecture step, and Lightning cycles the shorter loader
+    (``max_size_cycle``), so an architecture batch smaller than the training batch would multiply the steps
+    of an epoch and make each architecture gradient noisier: with Cityscapes' ``val_batch_size: 1`` (full
+    images, for evaluation) an epoch was 1488 steps instead of 186. A larger val batch is kept.
+    """
+    arch_batch = max(data_cfg.batch_size, data_cfg.val_batch_size)
+    return build_loaders(replace(data_cfg, val_batch_size=arch_batch), weights_set, arch_set, shuffle=True)
+
+
+def search_steps_per_epoch(data_cfg: DataConfig, search_cfg: SearchConfig, num_train: int) -> int:
+    """Steps of one search epoch over ``num_train`` training images (see ``search_loaders``)."""
+    n_arch = int(round(num_train * search_cfg.arch_fraction))
+    n_weights = num_train - n_arch
+    b = data_cfg.batch_size
+    arch_batch = max(b, data_cfg.val_batch_size)
+    return max(n_weights // b if n_weights > b else 1, -(-n_arch // arch_batch))
 
 
 def load_search_checkpoint(path: str) -> Dict[str, Any]:
@@ -165,7 +187,7 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
     pl.seed_everything(search_cfg.seed, workers=True)
     # The val split stays held out for the final evaluation.
     weights_set, arch_set = split_for_search(datasets.train, search_cfg.arch_fraction, search_cfg.seed)
-    train_loader, val_loader = build_loaders(data_cfg, weights_set, arch_set, shuffle=True)
+    train_loader, val_loader = search_loaders(data_cfg, weights_set, arch_set)
 
     penalty = None
     table = None
@@ -255,7 +277,8 @@ def _run_search(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: Data
                     space_cfg, source="stage 3 selection")
     save_arch(arch, os.path.join(out, "arch.json"))
     cell = {k: v for k, v in arch.items() if k.startswith(CELL_PREFIX)}
-    _write_json(os.path.join(out, "cell.json"), cell)
+    # cell.json stays stage 1's decision (the argmax's cell); arch.json holds the cell stage 3 kept.
+    _write_json(os.path.join(out, "cell.json"), {k: v for k, v in argmax.items() if k.startswith(CELL_PREFIX)})
     _write_json(os.path.join(out, "probs.json"), probs)
 
     net = build_network(space_cfg, arch)
