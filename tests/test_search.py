@@ -65,7 +65,12 @@ def test_search_writes_loadable_exports(baseline):
         assert (out[0] / name).is_file(), name
     arch = load_arch(out[0] / "arch.json", space)  # validates: every label, valid values
     assert arch == result.arch
-    assert json.loads((out[0] / "cell.json").read_text()) == {k: v for k, v in arch.items() if k.startswith("cell/")}
+    # stage 3 kept the candidate with the most MACs; the argmax is its first candidate, cell.json its cell
+    argmax = load_arch(out[0] / "arch_supernet.json", space)
+    assert json.loads((out[0] / "cell.json").read_text()) == {k: v for k, v in argmax.items() if k.startswith("cell/")}
+    stage3 = json.loads((out[0] / "candidates.json").read_text())
+    assert stage3["candidates"][0]["arch"] == argmax and stage3["candidates"][stage3["chosen"]]["arch"] == arch
+    assert stage3["candidates"][stage3["chosen"]]["macs"] == max(c["macs"] for c in stage3["candidates"])
     probs = json.loads((out[0] / "probs.json").read_text())
     for label in arch:
         group = [v for k, v in probs.items() if k.rsplit("/", 1)[0] == label]
