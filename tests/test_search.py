@@ -35,6 +35,8 @@ OVERRIDES = [
     # The mechanisms under test, not the sizing of a real search: plain DARTS steps.
     "search.optimizer=sgd", "search.lr=0.05", "search.weight_decay=0.0003", "search.partial_channels=1",
     "search.warmup_sampling=false",
+    # stage 3 on (it is off by default): the exports below are checked with it
+    "search.rerank_by=macs", "search.rerank_candidates=16",
 ]
 
 

@@ -59,8 +59,9 @@ class SearchConfig(Section):
             ``--threads``); 1 avoids threads spinning for cores that other processes hold.
         seed: seed of weights, architecture parameters and data order.
         rerank_by: stage 3, how the found architecture is chosen among candidates drawn from the learned
-            distributions at the argmax's cost (``select.py``): ``macs`` (most multiply-accumulates,
-            zero cost), ``loss`` (a short stand-alone training each) or ``none`` (the supernet's argmax).
+            distributions at the argmax's cost (``select.py``): ``none`` (the supernet's argmax, the
+            default: ``macs`` measured no better on the quality benchmark), ``macs`` (most
+            multiply-accumulates, zero cost) or ``loss`` (a short stand-alone training each).
         rerank_candidates: candidates of stage 3, the argmax included.
         rerank_tolerance: a candidate's cost (the target's metric, else parameters) is within this
             fraction of the argmax's.
@@ -103,7 +104,7 @@ class SearchConfig(Section):
     arch_fraction: float = 0.5
     threads: int = 0
     seed: int = 0
-    rerank_by: str = "macs"
+    rerank_by: str = "none"
     rerank_candidates: int = 16
     rerank_tolerance: float = 0.1
     rerank_temperature: float = 1.0
