@@ -6,6 +6,7 @@ import random
 from dataclasses import replace
 
 import pytest
+import torch
 
 from nni_rspnet.measure import count_macs, count_params
 from nni_rspnet.search import select as sel
@@ -102,6 +103,12 @@ def test_select_by_loss_trains_each_candidate_once_and_resumes(tiny_cfg, tmp_pat
     # Run again (a killed search resumed): the stored scores are reused, nothing is trained.
     assert sel.select(tiny_cfg, cfg, data, argmax, {}, str(tmp_path), split=split) == chosen
     assert len(calls) == len(rows)
+    # From scratch after other work drew from the global generator: the same scores (seeded initial weights).
+    torch.manual_seed(12345)
+    torch.rand(1000)
+    sel.select(tiny_cfg, cfg, data, argmax, {}, str(tmp_path / "again"), split=split)
+    again = json.loads((tmp_path / "again" / sel.CANDIDATES_FILE).read_text())["candidates"]
+    assert [r["score"] for r in again] == pytest.approx([r["score"] for r in rows], abs=1e-6)
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -43,6 +43,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+import torch
+
 from ..fileio import make_dirs, read_json, write_json
 from ..measure import count_macs, count_params
 from ..seg.data import DataConfig, Datasets
@@ -174,6 +176,9 @@ def select(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: DataConfi
         if how == "macs":
             row["score"] = row["macs"]
         else:
+            # Every candidate starts from weights drawn from the same seed, whatever the run consumed of the
+            # global generator before (a resumed search must score as an uninterrupted one did).
+            torch.manual_seed(search_cfg.seed)
             net = build_network(space_cfg, row["arch"])
             run_dir = os.path.join(out_dir, "candidates", str(i))
             make_dirs(run_dir)
