@@ -105,8 +105,12 @@ def search_loaders(data_cfg: DataConfig, weights_set: Any, arch_set: Any) -> tup
     of an epoch and make each architecture gradient noisier: with Cityscapes' ``val_batch_size: 1`` (full
     images, for evaluation) an epoch was 1488 steps instead of 186. A larger val batch is kept.
     """
-    arch_batch = max(data_cfg.batch_size, data_cfg.val_batch_size)
-    return build_loaders(replace(data_cfg, val_batch_size=arch_batch), weights_set, arch_set, shuffle=True)
+    return build_loaders(replace(data_cfg, val_batch_size=_arch_batch(data_cfg)), weights_set, arch_set, shuffle=True)
+
+
+def _arch_batch(data_cfg: DataConfig) -> int:
+    """The architecture loader's batch (see ``search_loaders``)."""
+    return max(data_cfg.batch_size, data_cfg.val_batch_size)
 
 
 def search_steps_per_epoch(data_cfg: DataConfig, search_cfg: SearchConfig, num_train: int) -> int:
@@ -114,8 +118,7 @@ def search_steps_per_epoch(data_cfg: DataConfig, search_cfg: SearchConfig, num_t
     n_arch = int(round(num_train * search_cfg.arch_fraction))
     n_weights = num_train - n_arch
     b = data_cfg.batch_size
-    arch_batch = max(b, data_cfg.val_batch_size)
-    return max(n_weights // b if n_weights > b else 1, -(-n_arch // arch_batch))
+    return max(n_weights // b if n_weights > b else 1, -(-n_arch // _arch_batch(data_cfg)))
 
 
 def load_search_checkpoint(path: str) -> Dict[str, Any]:

@@ -55,7 +55,6 @@ from .settings import SearchConfig
 
 CANDIDATES_FILE = "candidates.json"
 SUPERNET_ARCH_FILE = "arch_supernet.json"
-CRITERIA = ("macs", "loss", "none")
 Log = Callable[[str], None]
 
 
