@@ -264,6 +264,24 @@ def plan(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, task_index
 
 # --- bookkeeping ------------------------------------------------------------------------------------
 
+def reusable_runs(old: Optional[Dict[str, Any]], run: RunConfig) -> Dict[str, Dict[str, Any]]:
+    """The trainings of a stored task state that a changed config would repeat exactly: the reference
+    networks and the random architectures (a random architecture is a pure function of the space and its
+    seed), when the space, data and training sections are unchanged. A searched network never is: its
+    architecture comes from the search, whose settings are what changed."""
+    if not old or not old.get("fingerprint"):
+        return {}
+    try:
+        before = json.loads(old["fingerprint"])
+    except ValueError:
+        return {}
+    now = run.to_dict()
+    if any(before.get(k) != now.get(k) for k in ("space", "data", "train")):
+        return {}
+    return {key: rec for key, rec in (old.get("runs") or {}).items()
+            if isinstance(rec, dict) and rec.get("group") in ("random", "plain_cnn", "plain_cnn_wide", "lraspp")}
+
+
 def new_state(task: str, dataset: str, run: RunConfig) -> Dict[str, Any]:
     return {"task": task, "dataset": dataset, "data": run.data.dataset, "fingerprint": fingerprint(run),
             "searches": {}, "random": None, "runs": {}}
@@ -419,6 +437,10 @@ def run(cfg: BenchmarkConfig, log: Log = print) -> Dict[str, Any]:
                 log(f"[quality] {task}: the config changed since the stored runs: starting over")
                 shutil.rmtree(task_dir(cfg, task), ignore_errors=True)
             states[task] = new_state(task, dataset, run_cfg)
+            states[task]["reuse"] = reusable_runs(old, run_cfg)
+            if states[task]["reuse"]:
+                log(f"[quality] {task}: {len(states[task]['reuse'])} stored trainings have the same network, data "
+                    f"and recipe: they are kept")
     keep = {t: s for t, s in stored.items() if t not in states}  # other tasks' stored results stay on the page
 
     def save(complete: bool) -> Dict[str, Any]:
@@ -439,6 +461,12 @@ def run(cfg: BenchmarkConfig, log: Log = print) -> Dict[str, Any]:
                  if (j.task, j.key) not in running), key=lambda j: j.order)
             if not ready and not running:
                 break
+            kept = [j for j in ready if j.key in states[j.task].get("reuse", {})]
+            if kept:
+                for job in kept:
+                    record(cfg, states[job.task], runs[job.task], job, states[job.task]["reuse"].pop(job.key), log)
+                save(False)
+                continue
             if executor is None:
                 job = ready[0]
                 record(cfg, states[job.task], runs[job.task], job, execute(job.spec), log)

@@ -49,13 +49,13 @@ def test_channel_shuffle_interleaves_the_groups():
     assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
 
 
-def _stage1(partial_channels, sampling=False, warmup=0):
-    cfg = SpaceConfig(**SPACE)
+def _stage1(partial_channels, sampling=False, warmup=0, **space):
+    cfg = SpaceConfig(**{**SPACE, **space})
     inner = SegmentationModule(cfg.num_classes, lr=0.01)
     inner.running_mode = "oneshot"
     inner.set_model(RSPNetSpace(cfg))
     return RSPDartsModule(inner, all_on=(MACRO_PREFIX,), partial_channels=partial_channels,
-                          warmup_sampling=sampling, warmup_epochs=warmup, **SETTINGS)
+                          warmup_sampling=sampling, path_sampling="warmup", warmup_epochs=warmup, **SETTINGS)
 
 
 def test_partial_channels_build_narrower_candidates_and_keep_shapes_and_exports():
@@ -92,3 +92,28 @@ def test_sampled_warmup_runs_one_candidate_per_edge_and_chosen_pins_it():
     mixed.chosen = mixed.op_names.index("conv_3x3")
     out = mixed(x)
     assert calls == ["conv_3x3"] and torch.equal(out, getattr(mixed, "conv_3x3")(x))
+
+
+def test_sampled_paths_fuse_k_of_n_inputs_in_training_and_all_otherwise():
+    from nni_rspnet.search.supermodules import SampledInputs
+    module = _stage1(1, sampling=True, warmup=1, paths_per_node=1)  # two candidate paths, one kept
+    paths = module.sampled_paths()
+    assert paths and all(isinstance(p, SampledInputs) for p in paths)
+    assert any(p.k < p.n for p in paths)  # some node has more candidate paths than it keeps
+    fuse = SampledInputs(4, 2)
+    inputs = [torch.full((1, 1, 2, 2), float(10 ** i)) for i in range(4)]
+    assert fuse(inputs).flatten()[0].item() == pytest.approx(1111 / 4)  # not sampling: the mean of all
+    fuse.sample = True
+    fuse.train()
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        value = fuse(inputs).flatten()[0].item() * 2  # the sum of two distinct inputs
+        digits = f"{round(value):04d}"
+        assert sorted(digits) == ["0", "0", "1", "1"]
+        seen.add(digits)
+    assert len(seen) == 6  # every pair of the four is drawn
+    fuse.eval()
+    assert fuse(inputs).flatten()[0].item() == pytest.approx(1111 / 4)  # evaluation: the mean of all
+    fuse.chosen = [1, 3]
+    assert fuse(inputs).flatten()[0].item() == pytest.approx(1010 / 2)  # a scored sub-network

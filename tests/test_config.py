@@ -54,7 +54,7 @@ def test_one_default_per_setting():
     assert strategy.module_kwargs == dict(arc_learning_rate=search.arc_lr, arc_weight_decay=search.arc_weight_decay,
                                           gradient_clip_val=search.grad_clip, tau_init=search.tau_init,
                                           tau_min=search.tau_min, partial_channels=search.partial_channels,
-                                          warmup_sampling=search.warmup_sampling)
+                                          warmup_sampling=search.warmup_sampling, path_sampling=search.path_sampling)
     assert TwoStageDarts.from_config(SearchConfig(arc_lr=0.5)).module_kwargs["arc_learning_rate"] == 0.5
     internal = inspect.signature(RSPDartsModule).parameters
     assert all(internal[k].default is inspect.Parameter.empty for k in strategy.module_kwargs)  # no own default

@@ -11,7 +11,8 @@ import torch
 
 from benchmarks.baselines import plain_cnn
 from benchmarks.common import BenchmarkConfig, load_results, store_result
-from benchmarks.quality import Job, main, new_state, plan, record, similar_cost_archs, task_config
+from benchmarks.quality import (Job, fingerprint, main, new_state, plan, record, reusable_runs, similar_cost_archs,
+                                task_config)
 from nni_rspnet.config import RunConfig
 from nni_rspnet.measure import count_params
 from nni_rspnet.space.arch import build_network, load_arch, random_arch
@@ -74,6 +75,23 @@ def test_plan_runs_one_of_each_kind_first_and_skips_finished_runs(tmp_path):
     rank = next(j for j in plan(cfg, state, run, 0) if j.key == "rank check")
     assert rank.spec["search_dir"].endswith("search_seed0") and rank.spec["n"] == cfg.quality_rank_archs
     assert rank.spec["epochs"] == cfg.quality_rank_epochs and rank.spec["sections"]["search"]["seed"] == 0
+
+
+def test_a_changed_search_keeps_the_stored_trainings_it_would_repeat(tmp_path):
+    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO)
+    run = task_config(cfg, "builtin")
+    runs = {"plain_cnn train0": {"group": "plain_cnn", "val_miou": 0.3},
+            "random 9 train1": {"group": "random", "name": "random 9", "val_miou": 0.4},
+            "searched seed0 train0": {"group": "searched", "val_miou": 0.5}}
+    old = dict(new_state("digits", "builtin", run), runs=runs)
+    new_search = RunConfig.load(cfg.tiny_config, MICRO + ["search.seed=3", "train.threads=1", "search.threads=1"])
+    assert fingerprint(new_search) != old["fingerprint"]
+    kept = reusable_runs(old, new_search)
+    assert sorted(kept) == ["plain_cnn train0", "random 9 train1"]  # never a searched network
+    for changed in ("train.epochs=2", "data.num_train=30", "space.head_channels=16"):
+        other = RunConfig.load(cfg.tiny_config, MICRO + [changed])
+        assert reusable_runs(old, other) == {}, changed
+    assert reusable_runs(None, run) == {} and reusable_runs({"fingerprint": "not json"}, run) == {}
 
 
 def test_found_architectures_are_written_outside_quick_mode(tmp_path):

@@ -148,3 +148,25 @@ def test_bad_inputs_are_one_line_errors(search, tmp_path, capsys):
     with pytest.raises(ConfigError, match="not a search folder"):
         read_search_config(str(tmp_path))
     assert not (tmp_path / "rc").exists()  # nothing was written for a refused check
+
+
+def test_stage3_by_supernet_keeps_the_candidate_the_supernet_scores_best(search, tmp_path):
+    import shutil
+    from dataclasses import replace
+    from nni_rspnet.search import select as sel
+    space, search_cfg, data, out = search
+    work = tmp_path / "search"
+    shutil.copytree(out, work)
+    argmax = load_arch(os.path.join(out, "arch.json"), space)
+    cfg = replace(search_cfg, rerank_by="supernet", rerank_candidates=4, rerank_tolerance=0.5,
+                  rerank_temperature=3.0)
+    chosen = sel.select(space, cfg, data, argmax, {}, str(work), split=None)
+    saved = json.loads((work / sel.CANDIDATES_FILE).read_text())
+    rows = saved["candidates"]
+    assert len(rows) >= 2 and rows[0]["source"] == "argmax" and "supernet" in saved["criterion"]
+    scorer = SupernetScorer.from_search(out, space)
+    calib, evaluation = scoring_batches(data, search_cfg, space.num_classes, calib_batches=sel.CALIB_BATCHES)
+    for row in rows:  # each score is the rank check's own score of that architecture
+        assert row["score"] == pytest.approx(scorer.score(row["arch"], calib, evaluation), abs=1e-6)
+    assert chosen == rows[saved["chosen"]]["arch"]
+    assert rows[saved["chosen"]]["score"] == max(r["score"] for r in rows)

@@ -55,6 +55,7 @@ from .settings import SearchConfig
 
 CANDIDATES_FILE = "candidates.json"
 SUPERNET_ARCH_FILE = "arch_supernet.json"
+CALIB_BATCHES = 10  # BatchNorm recalibration batches of a supernet score (as nni-rspnet rank-check's default)
 Log = Callable[[str], None]
 
 
@@ -169,11 +170,17 @@ def select(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: DataConfi
         write_json(path, {"settings": settings, "criterion": _CRITERION[how], "chosen": chosen,
                           "candidates": rows}, sort_keys=True)
 
+    if how == "supernet":
+        from .rank_check import SupernetScorer, scoring_batches  # rank_check imports the driver, which imports us
+        scorer = SupernetScorer.from_search(out_dir, space_cfg, device)
+        calib, evaluation = scoring_batches(data_cfg, scorer.search_cfg, space_cfg.num_classes, CALIB_BATCHES)
     for i, row in enumerate(rows):
         if row["score"] is not None:
             continue
         if how == "macs":
             row["score"] = row["macs"]
+        elif how == "supernet":
+            row["score"] = scorer.score(row["arch"], calib, evaluation)
         else:
             # Every candidate starts from weights drawn from the same seed, whatever the run consumed of the
             # global generator before (a resumed search must score as an uninterrupted one did).
@@ -195,7 +202,9 @@ def select(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: DataConfi
     return dict(rows[best]["arch"])
 
 
-_CRITERION = {"macs": "multiply-accumulates at the data's image size (higher is better)",
+_CRITERION = {"supernet": "the stage-1 supernet's mIoU on the architecture split, BatchNorm recalibrated (higher is "
+                          "better)",
+              "macs": "multiply-accumulates at the data's image size (higher is better)",
               "loss": "loss on the architecture split after a short stand-alone training (negated: higher is "
                       "better)",
               "none": "the supernet's argmax"}

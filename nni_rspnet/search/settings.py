@@ -31,6 +31,10 @@ class SearchConfig(Section):
         warmup_sampling: during the warm-up epochs every cell edge trains one candidate drawn
             uniformly per step (single-path, as SPOS): a step costs about one network instead of the
             whole relaxed cell, and every candidate learns to work alone before the architecture moves.
+        path_sampling: where every trellis node of stage 1 fuses ``paths_per_node`` of its paths, drawn
+            uniformly per step, instead of the mean of all of them: ``warmup`` (with ``warmup_sampling``),
+            ``stage1`` (the warm-up and the cell search) or ``off``. The shared weights then learn the
+            sub-networks the space can export, which is what lets the supernet rank them.
         arc_lr, arc_weight_decay: Adam of the architecture parameters (validation split).
         tau_init, tau_min: softmax temperature, annealed geometrically within each stage.
         grad_clip: gradient-norm clipping of the weight step (0 = off).
@@ -84,6 +88,7 @@ class SearchConfig(Section):
     weight_decay: float = 1e-4
     partial_channels: int = 1
     warmup_sampling: bool = True
+    path_sampling: str = "off"
     arc_lr: float = 3e-3
     arc_weight_decay: float = 1e-3
     tau_init: float = 1.0
@@ -132,8 +137,10 @@ class SearchConfig(Section):
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise ValueError(f"{key} must be > 0 (or null for no target), got {value}")
-        if self.rerank_by not in ("macs", "loss", "none"):
-            raise ValueError(f"rerank_by must be 'macs', 'loss' or 'none', got {self.rerank_by!r}")
+        if self.path_sampling not in ("off", "warmup", "stage1"):
+            raise ValueError(f"path_sampling must be 'off', 'warmup' or 'stage1', got {self.path_sampling!r}")
+        if self.rerank_by not in ("supernet", "macs", "loss", "none"):
+            raise ValueError(f"rerank_by must be 'supernet', 'macs', 'loss' or 'none', got {self.rerank_by!r}")
         for key in ("rerank_candidates", "rerank_epochs"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")

@@ -42,7 +42,7 @@ from nni.nas.strategy.base import BaseStrategy
 from ..seg.guard import check_finite, fit, rng_state, set_rng_state
 from .path_attention import PathAttention
 from .settings import SearchConfig
-from .supermodules import FrozenChoice, CellMixedOp, TemperedSoftmax, make_freeze_hook
+from .supermodules import FrozenChoice, CellMixedOp, SampledInputs, TemperedSoftmax, make_freeze_hook
 
 _log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class RSPDartsModule(DartsLightningModule):
     def __init__(self, inner_module: pl.LightningModule, mutation_hooks: Optional[list] = None, *,
                  arc_learning_rate: float, arc_weight_decay: float, gradient_clip_val: Optional[float],
                  tau_init: float, tau_min: float, partial_channels: int, warmup_sampling: bool,
-                 warmup_epochs: int = 0, total_epochs: Optional[int] = None,
+                 path_sampling: str, warmup_epochs: int = 0, total_epochs: Optional[int] = None,
                  epoch_offset: int = 0, frozen: Optional[Mapping[str, Any]] = None,
                  all_on: Sequence[str] = (), penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
         if tau_init <= 0 or tau_min <= 0:
@@ -93,6 +93,7 @@ class RSPDartsModule(DartsLightningModule):
         self.all_on = tuple(all_on)
         self.partial_channels = partial_channels
         self.warmup_sampling = warmup_sampling
+        self.path_sampling = path_sampling
         # Not registered as a child (Module.__init__ has not run yet); the mixed layers register it.
         object.__setattr__(self, "softmax", TemperedSoftmax())
         super().__init__(inner_module, mutation_hooks, arc_learning_rate=arc_learning_rate,
@@ -228,7 +229,19 @@ class RSPDartsModule(DartsLightningModule):
         for m in self.nas_modules:
             if isinstance(m, CellMixedOp):
                 m.sample = sample
+        for m in self.sampled_paths():
+            m.sample = self.paths_sampled
         return self.model.on_train_epoch_start()
+
+    @property
+    def paths_sampled(self) -> bool:
+        """Whether this epoch's steps fuse sampled paths (``path_sampling``: ``warmup`` or ``stage1``)."""
+        return self.path_sampling == "stage1" or (self.path_sampling == "warmup" and not self.searching)
+
+    def sampled_paths(self) -> List[SampledInputs]:
+        """The macro path fusions held "all on" in this stage (stage 1), which the warm-up may sample."""
+        return [m.get_submodule(m._inner_name) for m in self.nas_modules
+                if isinstance(m, FrozenChoice) and isinstance(m.get_submodule(m._inner_name), SampledInputs)]
 
     def training_step(self, batch, batch_idx):
         arc_optim = self.architecture_optimizers()
@@ -266,7 +279,14 @@ class RSPDartsModule(DartsLightningModule):
         self.validation_batches = 0
         if self.warmup_sampling and not self.searching:
             self._validate_one_path()
+        elif self.paths_sampled:
+            self._pick_paths(torch.Generator().manual_seed(1000 + self.stage_epoch))
         return self.model.on_validation_epoch_start()
+
+    def _pick_paths(self, generator: torch.Generator) -> None:
+        """Pins every sampled path fusion to a draw of ``generator`` (validation of a sampled stage)."""
+        for m in self.sampled_paths():
+            m.chosen = sorted(torch.randperm(m.n, generator=generator)[: m.k].tolist())
 
     def _validate_one_path(self) -> None:
         """During a sampled warm-up the supernet is validated as what it trains: one sub-network, the same
@@ -279,6 +299,8 @@ class RSPDartsModule(DartsLightningModule):
                 if m.label not in picks:
                     picks[m.label] = int(torch.randint(len(m.op_names), (), generator=generator))
                 m.chosen = picks[m.label]
+        if self.paths_sampled:
+            self._pick_paths(generator)
 
     def validation_step(self, batch, batch_idx):
         self.validation_batches += 1
@@ -288,6 +310,8 @@ class RSPDartsModule(DartsLightningModule):
         for m in self.nas_modules:
             if isinstance(m, CellMixedOp):
                 m.chosen = None
+        for m in self.sampled_paths():
+            m.chosen = list(range(m.n))
         return self.model.on_validation_epoch_end()
 
     # state -----------------------------------------------------------------------------------------------
@@ -363,6 +387,7 @@ class TwoStageDarts(BaseStrategy):
                  gradient_clip_val: Optional[float] = _SEARCH.grad_clip or None, tau_init: float = _SEARCH.tau_init,
                  tau_min: float = _SEARCH.tau_min, partial_channels: int = _SEARCH.partial_channels,
                  warmup_sampling: bool = _SEARCH.warmup_sampling,
+                 path_sampling: str = _SEARCH.path_sampling,
                  penalty: Any = None,
                  cell_prefix: str = CELL_PREFIX, macro_prefix: str = MACRO_PREFIX,
                  epoch_hook: Optional[EpochHook] = None, resume_state: Optional[Dict[str, Any]] = None):
@@ -378,7 +403,8 @@ class TwoStageDarts(BaseStrategy):
         self.warmup = {1: warmup_epochs, 2: stage2_warmup_epochs}
         self.module_kwargs = dict(arc_learning_rate=arc_learning_rate, arc_weight_decay=arc_weight_decay,
                                   gradient_clip_val=gradient_clip_val, tau_init=tau_init, tau_min=tau_min,
-                                  partial_channels=partial_channels, warmup_sampling=warmup_sampling)
+                                  partial_channels=partial_channels, warmup_sampling=warmup_sampling,
+                                  path_sampling=path_sampling)
         self.penalty = penalty
         self.cell_prefix = cell_prefix
         self.macro_prefix = macro_prefix
@@ -400,7 +426,7 @@ class TwoStageDarts(BaseStrategy):
                    stage2_warmup_epochs=cfg.stage2_warmup_epochs, arc_learning_rate=cfg.arc_lr,
                    arc_weight_decay=cfg.arc_weight_decay, gradient_clip_val=cfg.grad_clip or None,
                    tau_init=cfg.tau_init, tau_min=cfg.tau_min, partial_channels=cfg.partial_channels,
-                   warmup_sampling=cfg.warmup_sampling,
+                   warmup_sampling=cfg.warmup_sampling, path_sampling=cfg.path_sampling,
                    penalty=penalty, epoch_hook=epoch_hook,
                    resume_state=resume_state)
 

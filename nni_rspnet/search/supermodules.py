@@ -113,10 +113,34 @@ def make_freeze_hook(frozen: Mapping[str, Any], all_on: Sequence[str] = ()):
             value = frozen[label]
             return FrozenChoice(label, value, FixedInputs(value, module.reduction)), True
         if isinstance(module, InputChoice) and label.startswith(all_on):
-            return FrozenChoice(label, None, FixedInputs(list(range(module.n_candidates)), "mean")), True
+            return FrozenChoice(label, None, SampledInputs(module.n_candidates, module.n_chosen or 1)), True
         return None
 
     return freeze_hook
+
+
+class SampledInputs(FixedInputs):
+    """The macro paths of stage 1: the mean of every input, or, while ``sample`` is set and the module
+    trains, the mean of ``k`` inputs drawn uniformly (without replacement) for each step.
+
+    Sampling paths during the warm-up trains the shared weights on the sub-networks the space can
+    export (a node fuses ``k`` paths, not all of them), as SPOS does for ops: a supernet trained with
+    every path on scores sub-networks it never ran, and ranked them no better than chance.
+    """
+
+    def __init__(self, n: int, k: int):
+        super().__init__(list(range(n)), "mean")
+        self.n, self.k = n, k
+        self.sample = False
+
+    def forward(self, inputs):  # type: ignore[override]
+        if self.sample and self.training and self.k < self.n:
+            picked = sorted(torch.randperm(self.n)[: self.k].tolist())
+            out = inputs[picked[0]]
+            for i in picked[1:]:
+                out = out + inputs[i]
+            return out / len(picked)
+        return super().forward(inputs)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
