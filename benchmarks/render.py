@@ -568,6 +568,10 @@ def _note_latency_old(r: Dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _signed(x: Any) -> str:
+    return "n/a" if x is None else f"{x:+.2f}"
+
+
 def _note_quality(r: Dict[str, Any], results: Dict[str, Any]) -> str:
     if "tasks" not in r:
         return ""
@@ -585,7 +589,11 @@ def _note_quality(r: Dict[str, Any], results: Dict[str, Any]) -> str:
         sm = t.get("summary", {})
         goal, rc = sm.get("goal"), sm.get("rank_check") or {}
         tau = rc.get("kendall_tau")
-        if goal and not goal["met"] and tau is not None and tau < 0.3:
+        if goal and goal["beats_random"] and not goal["beats_peers"]:
+            parts.append(f"{task}: the search beats chance ({goal['margin'] * 100:+.1f} points over the best random "
+                         f"architecture of its cost; rank-check tau {_signed(tau)}), but a reference network scores "
+                         f"higher: best plain CNN {goal['plain_cnn']:.4f}, LR-ASPP {goal['lraspp']:.4f}.")
+        elif goal and not goal["met"] and tau is not None and tau < 0.3:
             parts.append(f"{task}: the goal is not met and the supernet's ranking barely predicts training alone "
                          f"(rank-check tau {tau:+.2f}): the search is choosing on a weak signal, so its "
                          "architectures land where random ones do. The fix is in the supernet (longer warm-up and "
