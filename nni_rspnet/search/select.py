@@ -23,6 +23,11 @@ its sampled neighbours, so this step only helps where the candidates reach beyon
    table when a target is set, else the parameter count);
 2. **scores**, by ``rerank_by``:
 
+   - ``supernet``: the stage-1 supernet's mIoU of each candidate on the architecture split, BatchNorm
+     re-estimated first (the score ``nni-rspnet rank-check`` correlates with training alone; seconds per
+     candidate). Worth it where the rank check's tau is high, which needs a supernet trained on the
+     sub-networks it scores (``search.path_sampling``: with every path on, the digits' tau was 0.07;
+     with sampled paths 0.57);
    - ``macs``: the multiply-accumulates at the data's image size, highest first (zero cost): at equal
      parameters (or latency) the network that computes more, mostly at higher resolution. ``nni-rspnet
      rank-check`` reports this criterion's tau next to the supernet's, for your data;
