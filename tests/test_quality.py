@@ -134,7 +134,11 @@ def test_quick_quality_runs_in_two_processes_and_resumes(tmp_path, capsys):
         assert [groups[g]["n"] for g in ("searched", "random", "plain_cnn", "lraspp")] == [2, 2, 1, 1]
         mean = sum(s["params"] for s in t["searches"].values()) / 2
         assert all(abs(r["params"] - mean) <= 0.1 * mean for r in t["random"])
-        assert t["summary"]["rank_check"]["n"] == 3 and -1 <= t["summary"]["rank_check"]["kendall_tau"] <= 1
+        rc = t["summary"]["rank_check"]
+        assert rc["n"] == 3 and len(rc["archs"]) == 3
+        varied = all(len({a[k] for a in rc["archs"]}) > 1 for k in ("supernet_miou", "trained_miou"))
+        # tau is defined unless one side is constant (micro networks may all predict background)
+        assert (-1 <= rc["kendall_tau"] <= 1) if varied else rc["kendall_tau"] is None
         assert t["summary"]["table_tau"]["n"] == 4
         for s in t["searches"].values():  # each search's export is the arch its runs trained
             assert load_arch(os.path.join(s["dir"], "arch.json")) == s["arch"]

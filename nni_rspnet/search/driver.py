@@ -32,7 +32,6 @@ import pytorch_lightning as pl
 import torch
 from nni.retiarii.evaluator.pytorch import Lightning, Trainer
 from nni.retiarii.experiment.pytorch import RetiariiExeConfig, RetiariiExperiment
-from torch.utils.data import Subset
 
 from ..errors import ConfigError, DivergedError, Interrupted, ModelFileError
 from ..fileio import load_torch, make_dirs, save_torch, write_json
@@ -46,6 +45,7 @@ from ..space.model import RSPNetSpace, SpaceConfig
 from .cost_table import CostTable, cost_table_for, resolve_target, table_clock
 from .penalty import ResourcePenalty
 from .select import select
+from .split import split_for_search  # noqa: F401 - part of the driver's API (examples, rank check)
 from .settings import SearchConfig
 from .strategy import CELL_PREFIX, TwoStageDarts
 
@@ -79,21 +79,6 @@ class SearchResult:
 
 def _write_json(path: str, data: Any) -> None:
     write_json(path, data, sort_keys=True)
-
-
-def split_for_search(dataset: Any, arch_fraction: float, seed: int) -> tuple:
-    """Two disjoint random subsets of ``dataset``: ``(weights part, architecture part)``.
-
-    Raises:
-        ConfigError: when either part would be empty.
-    """
-    n = len(dataset)
-    n_arch = int(round(n * arch_fraction))
-    if not 0 < n_arch < n:
-        raise ConfigError(f"search.arch_fraction={arch_fraction} leaves an empty part of the {n} training "
-                          f"images; use more images or a fraction nearer 0.5")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(dataset, sorted(order[n_arch:])), Subset(dataset, sorted(order[:n_arch]))
 
 
 def search_loaders(data_cfg: DataConfig, weights_set: Any, arch_set: Any) -> tuple:

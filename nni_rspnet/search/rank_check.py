@@ -11,7 +11,7 @@ accuracy when trained alone. ``run_rank_check`` computes it for a finished ``run
    path on): ``SupernetScorer`` restricts the supernet to the architecture (one op per cell edge, the
    chosen cell inputs and macro paths), recalibrates its BatchNorm statistics on a few batches of the
    search's weight split, and measures the mIoU on the search's architecture split (the split the
-   search judged architectures on, ``driver.split_for_search``);
+   search judged architectures on, ``split.split_for_search``);
 3. trains each architecture alone (``train_network``, a brief budget) and takes its mIoU on the
    data's val split;
 4. reports Kendall's tau and Spearman's rho between the two, a table and a scatter plot.
@@ -57,7 +57,7 @@ from ..seg.train import SegmentationModule, TrainConfig, train_network
 from ..space.arch import build_network, load_arch, random_arch, validate
 from ..space.choices import FixedInputs
 from ..space.model import RSPNetSpace, SpaceConfig
-from .driver import split_for_search
+from .split import split_for_search
 from .settings import SearchConfig
 from .strategy import MACRO_PREFIX, RSPDartsModule
 from .supermodules import CellMixedOp, FrozenChoice

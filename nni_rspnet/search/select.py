@@ -56,6 +56,7 @@ from ..seg.data import DataConfig, Datasets
 from ..seg.train import TrainConfig, train_network
 from ..space.arch import build_network, space_spec
 from ..space.model import SpaceConfig
+from .rank_check import SupernetScorer, scoring_batches
 from .settings import SearchConfig
 
 CANDIDATES_FILE = "candidates.json"
@@ -152,7 +153,7 @@ def select(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: DataConfi
 
     Args:
         split: ``Datasets(weights part, architecture part, classes)`` of the search
-            (``driver.split_for_search``); ``loss`` trains on the first and scores on the second.
+            (``split.split_for_search``); ``loss`` trains on the first and scores on the second.
         cost_of: the cost of an architecture in the target's metric (default: its parameters).
     """
     write_json(os.path.join(out_dir, SUPERNET_ARCH_FILE), dict(argmax), sort_keys=True)
@@ -176,7 +177,6 @@ def select(space_cfg: SpaceConfig, search_cfg: SearchConfig, data_cfg: DataConfi
                           "candidates": rows}, sort_keys=True)
 
     if how == "supernet":
-        from .rank_check import SupernetScorer, scoring_batches  # rank_check imports the driver, which imports us
         scorer = SupernetScorer.from_search(out_dir, space_cfg, device)
         calib, evaluation = scoring_batches(data_cfg, scorer.search_cfg, space_cfg.num_classes, CALIB_BATCHES)
     for i, row in enumerate(rows):
