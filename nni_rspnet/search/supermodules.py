@@ -135,11 +135,7 @@ class SampledInputs(FixedInputs):
 
     def forward(self, inputs):  # type: ignore[override]
         if self.sample and self.training and self.k < self.n:
-            picked = sorted(torch.randperm(self.n)[: self.k].tolist())
-            out = inputs[picked[0]]
-            for i in picked[1:]:
-                out = out + inputs[i]
-            return out / len(picked)
+            return self.fuse(inputs, sorted(torch.randperm(self.n)[: self.k].tolist()))
         return super().forward(inputs)
 
 

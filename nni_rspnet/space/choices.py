@@ -32,11 +32,15 @@ class FixedInputs(nn.Module):
         self.mean: bool = reduction == "mean"
 
     def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
-        out = inputs[self.chosen[0]]
-        for i in self.chosen[1:]:
+        return self.fuse(inputs, self.chosen)
+
+    def fuse(self, inputs: List[torch.Tensor], chosen: List[int]) -> torch.Tensor:
+        """The sum (or mean) of ``inputs`` at ``chosen``."""
+        out = inputs[chosen[0]]
+        for i in chosen[1:]:
             out = out + inputs[i]
         if self.mean:
-            out = out / len(self.chosen)
+            out = out / len(chosen)
         return out
 
     def extra_repr(self) -> str:
