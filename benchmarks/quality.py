@@ -265,10 +265,15 @@ def plan(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, task_index
 # --- bookkeeping ------------------------------------------------------------------------------------
 
 def reusable_runs(old: Optional[Dict[str, Any]], run: RunConfig) -> Dict[str, Dict[str, Any]]:
-    """The trainings of a stored task state that a changed config would repeat exactly: the reference
-    networks and the random architectures (a random architecture is a pure function of the space and its
-    seed), when the space, data and training sections are unchanged. A searched network never is: its
-    architecture comes from the search, whose settings are what changed."""
+    """The jobs of a stored task state that a changed config would repeat exactly, by job key.
+
+    With the space and data unchanged:
+    - the reference networks and the random architectures (a random architecture is a pure function of
+      the space and its seed) when the training section is unchanged too;
+    - the searches and the supernet's scores of the table's architectures when the search section is
+      unchanged too (a search never reads the training section).
+
+    A searched network's training never is: either its architecture or its recipe changed."""
     if not old or not old.get("fingerprint"):
         return {}
     try:
@@ -276,10 +281,30 @@ def reusable_runs(old: Optional[Dict[str, Any]], run: RunConfig) -> Dict[str, Di
     except ValueError:
         return {}
     now = run.to_dict()
-    if any(before.get(k) != now.get(k) for k in ("space", "data", "train")):
+    same = {k: before.get(k) == now.get(k) for k in ("space", "data", "train", "search")}
+    if not (same["space"] and same["data"]):
         return {}
-    return {key: rec for key, rec in (old.get("runs") or {}).items()
-            if isinstance(rec, dict) and rec.get("group") in ("random", "plain_cnn", "plain_cnn_wide", "lraspp")}
+    kept: Dict[str, Dict[str, Any]] = {}
+    runs = old.get("runs") or {}
+    if same["train"]:
+        kept.update({key: rec for key, rec in runs.items()
+                     if isinstance(rec, dict) and rec.get("group") in ("random", "plain_cnn", "plain_cnn_wide", "lraspp")})
+    if same["search"]:
+        kept.update({f"search seed{s}": rec for s, rec in (old.get("searches") or {}).items() if isinstance(rec, dict)})
+        if isinstance(runs.get("scores"), dict):
+            kept["scores"] = runs["scores"]
+    return kept
+
+
+def clear_task_dir(path: str, keep: Sequence[str] = ()) -> None:
+    """Removes a task's folder, except the entries named in ``keep`` (kept searches' folders)."""
+    if not keep:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for name in os.listdir(path) if os.path.isdir(path) else []:
+        if name not in keep:
+            entry = os.path.join(path, name)
+            shutil.rmtree(entry) if os.path.isdir(entry) and not os.path.islink(entry) else os.remove(entry)
 
 
 def new_state(task: str, dataset: str, run: RunConfig) -> Dict[str, Any]:
@@ -433,14 +458,17 @@ def run(cfg: BenchmarkConfig, log: Log = print) -> Dict[str, Any]:
             states[task] = {k: v for k, v in old.items() if k not in ("summary", "settings")}
             log(f"[quality] {task}: continuing ({len(old['searches'])} searches and {len(old['runs'])} runs stored)")
         else:
+            reuse = reusable_runs(old, run_cfg)
+            searches = [os.path.basename(rec["dir"]) for key, rec in reuse.items()
+                        if key.startswith("search ") and rec.get("dir")]
             if old or os.path.isdir(task_dir(cfg, task)):
                 log(f"[quality] {task}: the config changed since the stored runs: starting over")
-                shutil.rmtree(task_dir(cfg, task), ignore_errors=True)
+                clear_task_dir(task_dir(cfg, task), keep=searches)
             states[task] = new_state(task, dataset, run_cfg)
-            states[task]["reuse"] = reusable_runs(old, run_cfg)
-            if states[task]["reuse"]:
-                log(f"[quality] {task}: {len(states[task]['reuse'])} stored trainings have the same network, data "
-                    f"and recipe: they are kept")
+            states[task]["reuse"] = reuse
+            if reuse:
+                log(f"[quality] {task}: {len(reuse)} stored jobs would repeat exactly (same network, data and "
+                    f"recipe, or the same search): they are kept")
     keep = {t: s for t, s in stored.items() if t not in states}  # other tasks' stored results stay on the page
 
     def save(complete: bool) -> Dict[str, Any]:

@@ -198,7 +198,11 @@ def render_quality(r: Dict[str, Any]) -> str:
         s, sm = t["settings"], t["summary"]
         tr, (h, w) = s["train"], s["image_size"]
         ep = s["search_epochs"]
-        parts.append(f"### {task}\n\n`{s['data']}` ({s['num_classes']} classes), {s['num_train']} train / "
+        if t.get("dataset") == "shapes":  # generated into the output folder: name the generator, not the path
+            data = f"Shapes made by `benchmarks/shapes.py` in the `folder:` layout, {s['num_classes']} classes"
+        else:
+            data = f"`{s['data']}` ({s['num_classes']} classes)"
+        parts.append(f"### {task}\n\n{data}, {s['num_train']} train / "
                      f"{s['num_val']} val images at {h}x{w}, config `{s['config']}`. "
                      f"Every run: {_n(tr['epochs'], 'epoch')}, "
                      f"{tr['optimizer']} lr {tr['lr']}, batch {s['batch_size']}; each search: {ep[0]}+{ep[1]}+{ep[2]} "

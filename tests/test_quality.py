@@ -11,8 +11,8 @@ import torch
 
 from benchmarks.baselines import plain_cnn
 from benchmarks.common import BenchmarkConfig, load_results, store_result
-from benchmarks.quality import (Job, fingerprint, main, new_state, plan, record, reusable_runs, similar_cost_archs,
-                                task_config)
+from benchmarks.quality import (Job, clear_task_dir, fingerprint, main, new_state, plan, record, reusable_runs,
+                                similar_cost_archs, task_config)
 from nni_rspnet.config import RunConfig
 from nni_rspnet.measure import count_params
 from nni_rspnet.space.arch import build_network, load_arch, random_arch
@@ -92,6 +92,31 @@ def test_a_changed_search_keeps_the_stored_trainings_it_would_repeat(tmp_path):
         other = RunConfig.load(cfg.tiny_config, MICRO + [changed])
         assert reusable_runs(old, other) == {}, changed
     assert reusable_runs(None, run) == {} and reusable_runs({"fingerprint": "not json"}, run) == {}
+
+
+def test_a_changed_recipe_keeps_the_searches_and_their_folders(tmp_path):
+    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO)
+    run = task_config(cfg, "builtin")
+    search = {"arch": {"cell/node0/op0": "conv_3x3"}, "params": 1000, "dir": str(tmp_path / "search_seed0")}
+    runs = {"plain_cnn train0": {"group": "plain_cnn", "val_miou": 0.3}, "scores": {"scores": {"a": 0.1}},
+            "rank check": {"kendall_tau": 0.5}, "searched seed0 train0": {"group": "searched", "val_miou": 0.5}}
+    old = dict(new_state("digits", "builtin", run), runs=runs, searches={"0": search})
+    new_recipe = RunConfig.load(cfg.tiny_config, MICRO + ["train.lr=0.01", "train.threads=1", "search.threads=1"])
+    assert fingerprint(new_recipe) != old["fingerprint"]
+    # the searches and the supernet's scores stay; every training (and the rank check, which trains) goes
+    assert reusable_runs(old, new_recipe) == {"search seed0": search, "scores": runs["scores"]}
+    new_search = RunConfig.load(cfg.tiny_config, MICRO + ["search.seed=3", "train.threads=1", "search.threads=1"])
+    assert sorted(reusable_runs(old, new_search)) == ["plain_cnn train0"]
+    # a cleared task folder keeps the kept searches' folders and nothing else
+    task = tmp_path / "task"
+    (task / "search_seed0").mkdir(parents=True)
+    (task / "search_seed0" / "arch.json").write_text("{}")
+    (task / "runs" / "x").mkdir(parents=True)
+    (task / "rank_check.json").write_text("{}")
+    clear_task_dir(str(task), keep=["search_seed0"])
+    assert sorted(os.listdir(task)) == ["search_seed0"] and (task / "search_seed0" / "arch.json").exists()
+    clear_task_dir(str(task))
+    assert not task.exists()
 
 
 def test_found_architectures_are_written_outside_quick_mode(tmp_path):
