@@ -101,7 +101,7 @@ def test_a_changed_recipe_keeps_the_searches_and_their_folders(tmp_path):
     runs = {"plain_cnn train0": {"group": "plain_cnn", "val_miou": 0.3}, "scores": {"scores": {"a": 0.1}},
             "rank check": {"kendall_tau": 0.5}, "searched seed0 train0": {"group": "searched", "val_miou": 0.5}}
     old = dict(new_state("digits", "builtin", run), runs=runs, searches={"0": search})
-    new_recipe = RunConfig.load(cfg.tiny_config, MICRO + ["train.lr=0.01", "train.threads=1", "search.threads=1"])
+    new_recipe = RunConfig.load(cfg.tiny_config, MICRO + ["train.lr=0.02", "train.threads=1", "search.threads=1"])
     assert fingerprint(new_recipe) != old["fingerprint"]
     # the searches and the supernet's scores stay; every training (and the rank check, which trains) goes
     assert reusable_runs(old, new_recipe) == {"search seed0": search, "scores": runs["scores"]}
