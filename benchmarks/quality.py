@@ -288,7 +288,7 @@ def reusable_runs(old: Optional[Dict[str, Any]], run: RunConfig) -> Dict[str, Di
     runs = old.get("runs") or {}
     if same["train"]:
         kept.update({key: rec for key, rec in runs.items()
-                     if isinstance(rec, dict) and rec.get("group") in ("random", "plain_cnn", "plain_cnn_wide", "lraspp")})
+                     if isinstance(rec, dict) and rec.get("group") in GROUPS and rec.get("group") != "searched"})
     if same["search"]:
         kept.update({f"search seed{s}": rec for s, rec in (old.get("searches") or {}).items() if isinstance(rec, dict)})
         if isinstance(runs.get("scores"), dict):
@@ -302,9 +302,13 @@ def clear_task_dir(path: str, keep: Sequence[str] = ()) -> None:
         shutil.rmtree(path, ignore_errors=True)
         return
     for name in os.listdir(path) if os.path.isdir(path) else []:
-        if name not in keep:
-            entry = os.path.join(path, name)
-            shutil.rmtree(entry) if os.path.isdir(entry) and not os.path.islink(entry) else os.remove(entry)
+        entry = os.path.join(path, name)
+        if name in keep:
+            continue
+        if os.path.isdir(entry) and not os.path.islink(entry):
+            shutil.rmtree(entry)
+        else:
+            os.remove(entry)
 
 
 def new_state(task: str, dataset: str, run: RunConfig) -> Dict[str, Any]:
