@@ -73,6 +73,9 @@ GROUP_NAMES = {"searched": "searched", "random": "random, similar cost", "plain_
 
 # --- configuration of a task -------------------------------------------------------------------------
 
+SHAPES_DATA = os.path.join("quality", "shapes_data")  # the generated shapes task, under the output folder
+
+
 def task_dir(cfg: BenchmarkConfig, task: str) -> str:
     return os.path.join(cfg.out_dir, "quality", task)
 
@@ -88,7 +91,7 @@ def task_config(cfg: BenchmarkConfig, dataset: str) -> RunConfig:
     run = RunConfig.load(path, overrides)
     if dataset == "shapes":
         d = run.data
-        meta = make_shapes(os.path.join(cfg.out_dir, "quality", "shapes_data"), d.num_train, d.num_val, d.image_size,
+        meta = make_shapes(os.path.join(cfg.out_dir, SHAPES_DATA), d.num_train, d.num_val, d.image_size,
                            d.seed)
         run = RunConfig.load(path, overrides + [f"data.dataset=folder:{meta['path']}",
                                                 f"space.num_classes={len(SHAPE_CLASSES)}"])
@@ -97,9 +100,32 @@ def task_config(cfg: BenchmarkConfig, dataset: str) -> RunConfig:
     return run
 
 
+def _portable(sections: Dict[str, Any]) -> Dict[str, Any]:
+    """The config sections with the generated shapes data's path written relative to the output folder
+    (``folder:<out>/quality/shapes_data``), so a copied or moved output folder keeps its stored runs: the
+    data there is regenerated from its seed when absent, and is the same set either way."""
+    data = sections.get("data")
+    dataset = data.get("dataset") if isinstance(data, dict) else None
+    suffix = os.sep + SHAPES_DATA
+    if isinstance(dataset, str) and dataset.startswith("folder:") and dataset.rstrip("/\\").endswith(suffix):
+        sections = dict(sections, data=dict(data, dataset="folder:<out>" + suffix))
+    return sections
+
+
 def fingerprint(run: RunConfig) -> str:
-    """What makes a stored run valid for this task: its whole config (budgets, recipe, data, space)."""
-    return json.dumps(run.to_dict(), sort_keys=True)
+    """What makes a stored run valid for this task: its whole config (budgets, recipe, data, space), the
+    shapes data's location relative to the output folder."""
+    return json.dumps(_portable(run.to_dict()), sort_keys=True)
+
+
+def same_fingerprint(stored: Optional[str], run: RunConfig) -> bool:
+    """Whether a stored task state was made by this config. Older states hold the shapes data's absolute
+    path; it is compared relative to its output folder as well."""
+    try:
+        before = json.loads(stored) if stored else None
+    except ValueError:
+        return False
+    return isinstance(before, dict) and json.dumps(_portable(before), sort_keys=True) == fingerprint(run)
 
 
 # --- the jobs ---------------------------------------------------------------------------------------
@@ -277,10 +303,10 @@ def reusable_runs(old: Optional[Dict[str, Any]], run: RunConfig) -> Dict[str, Di
     if not old or not old.get("fingerprint"):
         return {}
     try:
-        before = json.loads(old["fingerprint"])
-    except ValueError:
+        before = _portable(json.loads(old["fingerprint"]))
+    except (ValueError, AttributeError):
         return {}
-    now = run.to_dict()
+    now = _portable(run.to_dict())
     same = {k: before.get(k) == now.get(k) for k in ("space", "data", "train", "search")}
     if not (same["space"] and same["data"]):
         return {}
@@ -458,7 +484,7 @@ def run(cfg: BenchmarkConfig, log: Log = print) -> Dict[str, Any]:
         run_cfg = task_config(cfg, dataset)
         runs[task] = run_cfg
         old = stored.get(task)
-        if old and old.get("fingerprint") == fingerprint(run_cfg):
+        if old and same_fingerprint(old.get("fingerprint"), run_cfg):
             states[task] = {k: v for k, v in old.items() if k not in ("summary", "settings")}
             log(f"[quality] {task}: continuing ({len(old['searches'])} searches and {len(old['runs'])} runs stored)")
         else:

@@ -12,7 +12,7 @@ import torch
 from benchmarks.baselines import plain_cnn
 from benchmarks.common import BenchmarkConfig, load_results, store_result
 from benchmarks.quality import (Job, clear_task_dir, fingerprint, main, new_state, plan, record, reusable_runs,
-                                similar_cost_archs, task_config)
+                                same_fingerprint, similar_cost_archs, task_config)
 from nni_rspnet.config import RunConfig
 from nni_rspnet.measure import count_params
 from nni_rspnet.space.arch import build_network, load_arch, random_arch
@@ -117,6 +117,33 @@ def test_a_changed_recipe_keeps_the_searches_and_their_folders(tmp_path):
     assert sorted(os.listdir(task)) == ["search_seed0"] and (task / "search_seed0" / "arch.json").exists()
     clear_task_dir(str(task))
     assert not task.exists()
+
+
+def test_a_moved_output_folder_keeps_its_shapes_runs(tmp_path, monkeypatch):
+    # The shapes data lives under the output folder; its absolute path must not tie the stored runs to it.
+    import benchmarks.quality as quality
+    made = []
+    monkeypatch.setattr(quality, "make_shapes", lambda path, *a: made.append(path) or {"path": path})
+    runs = {"plain_cnn train0": {"group": "plain_cnn", "val_miou": 0.3}}
+    here = replace(BenchmarkConfig(out_dir=str(tmp_path / "a")), quality_overrides=MICRO)
+    there = replace(here, out_dir=str(tmp_path / "b"))
+    old = dict(new_state("shapes", "shapes", task_config(here, "shapes")), runs=runs)
+    moved = task_config(there, "shapes")
+    assert moved.data.dataset == f"folder:{tmp_path / 'b' / 'quality' / 'shapes_data'}" and len(made) == 2
+    assert "<out>" in old["fingerprint"] and old["fingerprint"] == fingerprint(moved)
+    assert same_fingerprint(old["fingerprint"], moved)
+    # a state stored before this change holds the absolute path, and is the same run
+    legacy = json.loads(old["fingerprint"])
+    legacy["data"]["dataset"] = f"folder:{tmp_path / 'a' / 'quality' / 'shapes_data'}"
+    assert same_fingerprint(json.dumps(legacy), moved)
+    # another data set is not
+    legacy["data"]["dataset"] = f"folder:{tmp_path / 'elsewhere'}"
+    assert not same_fingerprint(json.dumps(legacy), moved) and not same_fingerprint("not json", moved)
+    assert reusable_runs(dict(old, fingerprint=json.dumps(legacy)), moved) == {}
+    assert reusable_runs(old, RunConfig.load(here.tiny_config, MICRO + [f"data.dataset={moved.data.dataset}",
+                                                                        "space.num_classes=7", "search.seed=3",
+                                                                        "train.threads=1", "search.threads=1"])) \
+        == runs
 
 
 def test_found_architectures_are_written_outside_quick_mode(tmp_path):
