@@ -7,6 +7,7 @@ import os
 import statistics
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from nni_rspnet.search.rank_check import reliance_line
 from nni_rspnet.space.model import SpaceConfig
 
 from .common import ROOT, SECTIONS, BenchmarkConfig, results_path
@@ -235,6 +236,8 @@ def render_quality(r: Dict[str, Any]) -> str:
                          f"draws, {_n(rc['epochs'], 'epoch')} each): {_tau(rc)}"
                          + (f"; their MACs: Kendall tau {rc['macs_kendall_tau']:+.2f} (p {rc['macs_kendall_p']:.2f})"
                             if rc.get("macs_kendall_tau") is not None else "") + ".")
+            if rc.get("cell_reliance"):
+                lines.append(reliance_line(rc["cell_reliance"]) + ".")
         tt = sm.get("table_tau")
         if tt:
             lines.append(f"The table's {tt['n']} architectures, scored by the supernet of search seed 0 against their "

@@ -11,11 +11,12 @@ from nni_rspnet.cli import main
 from nni_rspnet.errors import ConfigError, ModelFileError
 from nni_rspnet.schema import load_section
 from nni_rspnet.search.driver import run_search
-from nni_rspnet.search.rank_check import (SupernetScorer, rank_correlation, ranks, read_search_config, sample_archs,
-                                          scoring_batches)
+from nni_rspnet.search.rank_check import (SupernetScorer, cell_reliance, cells_scaled, rank_correlation, ranks,
+                                          read_search_config, reliance_line, sample_archs, scoring_batches)
 from nni_rspnet.search.settings import SearchConfig
 from nni_rspnet.seg.data import DataConfig
-from nni_rspnet.space.arch import load_arch, random_arch
+from nni_rspnet.space.arch import build_network, load_arch, random_arch
+from nni_rspnet.space.cell import Cell
 from nni_rspnet.space.model import SpaceConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,6 +83,41 @@ def test_apply_restricts_every_choice_to_the_arch(search):
     assert scorer.paths and all(m.inner.chosen == arch[m.label] and m.inner.mean for m in scorer.paths)
 
 
+def test_cells_can_be_zeroed_in_the_supernet_and_in_a_network_alone(search):
+    space, search_cfg, data, out = search
+    scorer = SupernetScorer.from_search(out, space)
+    calib, evaluation = scoring_batches(data, search_cfg, space.num_classes, calib_batches=2)
+    arch = load_arch(os.path.join(out, "arch.json"), space)
+    before = _state(scorer)
+    full = scorer.score(arch, calib, evaluation)
+    zeroed = scorer.score(arch, calib, evaluation, cells=0.0)
+    assert 0.0 <= zeroed <= 1.0
+    assert scorer.score(arch, calib, evaluation) == full  # the hooks are gone and the supernet is as loaded
+    after = _state(scorer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    torch.manual_seed(0)
+    net = build_network(space, arch).eval()
+    cells = [m for m in net.modules() if isinstance(m, Cell)]
+    seen = []
+    with cells_scaled(net, 0.0) as n:
+        assert n == len(cells) > 0
+        hook = cells[0].register_forward_hook(lambda _m, _i, o: seen.append(o))  # runs after the zeroing hook
+        with torch.no_grad():
+            net(torch.randn(1, 3, 32, 64))
+        hook.remove()
+    assert seen and torch.count_nonzero(seen[0]) == 0 and all(not c._forward_hooks for c in cells)
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    r = cell_reliance(net, calib, evaluation, space.num_classes)
+    assert set(r) == {"miou", "cells_zeroed"} and all(0.0 <= v <= 1.0 for v in r.values())
+    assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())  # measured on a copy
+    line = reliance_line({"supernet": {"miou": 0.15, "cells_zeroed": 0.14}, "alone": {"miou": 0.4, "cells_zeroed": 0.1}})
+    assert "-1.0 points" in line and "-30.0 points" in line and "routes around" in line
+    assert "routes around" not in reliance_line({"supernet": {"miou": 0.3, "cells_zeroed": 0.1},
+                                                 "alone": {"miou": 0.4, "cells_zeroed": 0.1}})
+    assert reliance_line(None) == "" and "trained alone" not in reliance_line({"supernet": {"miou": 0.3,
+                                                                                            "cells_zeroed": 0.1}})
+
+
 def test_sampling_ranks_and_correlation():
     space = SpaceConfig.from_yaml(TINY, MICRO)
     searched = random_arch(space, 0)
@@ -117,6 +153,9 @@ def test_command_writes_table_json_and_plot(search, tmp_path, capsys):
     else:
         assert result["kendall_tau"] is None and result["spearman"] is None
     assert sorted(a["rank_supernet"] for a in result["archs"]) == [1, 2, 3]
+    rel = result["cell_reliance"]  # how much the supernet and the network alone use their cells
+    assert set(rel) == {"supernet", "alone"} and "Cells: zeroing every cell's output" in printed
+    assert all(0.0 <= v <= 1.0 for side in rel.values() for v in side.values())
     assert result["settings"]["epochs"] == 1 and result["settings"]["space"] == space.to_dict()
     png = (rc / "rank_check.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000

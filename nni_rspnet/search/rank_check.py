@@ -31,15 +31,27 @@ How a sub-network is read out of the supernet, and how that differs from the net
 
 Scoring is deterministic (no augmentation, fixed batches) and leaves the supernet exactly as it was
 loaded: its state is restored after every architecture.
+
+**How much the supernet uses its cells** (``cell_reliance``): the searched architecture is scored again with
+every cell's output zeroed (the RSP bypass, transitions, resamplers and head left), in the supernet and in
+the network trained alone, BatchNorm recalibrated on the same batches both times, mIoU on the data's val
+split. A network trained alone leans on its cells: the tiny space's searched network on the digits,
+trained 5 epochs, drops from 0.411 to 0.177. The supernet that chose it (6-epoch warm-up) drops from 0.155
+to 0.146 (-0.9 points), and swapping the op of any one cell edge moved its score by at most 0.4 points.
+A supernet that loses much less than the network trained alone has learned to route around the cells it
+was meant to judge, so its cell choice follows little signal. An 18-epoch warm-up raised the supernet's
+loss to 5.6 points (0.304 to 0.248).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import os
 import shutil
 import time
 from dataclasses import replace
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from matplotlib.figure import Figure
@@ -53,8 +65,10 @@ from ..fileio import load_torch, make_dirs, read_json, save_figure, write_json
 from ..measure import count_macs, count_params
 from ..seg.data import DataConfig, Datasets, build_datasets, build_loaders
 from ..seg.metrics import SegMetric
+from ..seg.deploy import load_model
 from ..seg.train import SegmentationModule, TrainConfig, train_network
 from ..space.arch import build_network, load_arch, random_arch, validate
+from ..space.cell import Cell
 from ..space.choices import FixedInputs
 from ..space.model import RSPNetSpace, SpaceConfig
 from .split import split_for_search
@@ -208,40 +222,84 @@ class SupernetScorer:
         if unused:  # a label the supernet has no module for: the space and the supernet disagree
             raise ModelFileError(f"the supernet has no choice labelled {unused[0]!r}")
 
-    @torch.no_grad()
     def recalibrate(self, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> int:
         """Resets every BatchNorm's statistics and re-estimates them (cumulative average) on ``batches``."""
-        for bn in self.norms:
-            bn.reset_running_stats()
-            bn.momentum = None
-        self.net.train()
-        n = 0
-        for x, _ in batches:
-            self.net(x.to(self.device))
-            n += 1
-        self.net.eval()
-        return n
+        return recalibrate_bn(self.net, batches, self.device)
 
-    @torch.no_grad()
     def miou(self, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> float:
         """The mIoU of the (restricted) supernet over ``batches``."""
-        self.net.eval()
-        metric = SegMetric(self.space_cfg.num_classes)
-        for x, y in batches:
-            metric.update(self.net(x.to(self.device)).cpu(), y)
-        return float(metric.compute())
+        return network_miou(self.net, batches, self.space_cfg.num_classes, self.device)
 
     def score(self, arch: Mapping[str, Any], calibration: Sequence[Tuple[torch.Tensor, torch.Tensor]],
-              evaluation: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> float:
-        """The supernet's mIoU of ``arch`` on ``evaluation`` after recalibrating on ``calibration``;
-        the supernet is restored afterwards, whatever happens."""
+              evaluation: Iterable[Tuple[torch.Tensor, torch.Tensor]], cells: float = 1.0) -> float:
+        """The supernet's mIoU of ``arch`` on ``evaluation`` after recalibrating on ``calibration``, every
+        cell's output multiplied by ``cells`` (0: the cells ablated, see ``cell_reliance``); the supernet
+        is restored afterwards, whatever happens."""
         snapshot = self._snapshot()
         try:
-            self.apply(arch)
-            self.recalibrate(calibration)
-            return self.miou(evaluation)
+            with cells_scaled(self.net, cells):
+                self.apply(arch)
+                self.recalibrate(calibration)
+                return self.miou(evaluation)
         finally:
             self._restore(snapshot)
+
+
+@contextlib.contextmanager
+def cells_scaled(net: nn.Module, factor: float):
+    """While the context lasts, every ``Cell`` of ``net`` has its output multiplied by ``factor``
+    (nothing is hooked for 1). Yields the number of cells."""
+    cells = [m for m in net.modules() if isinstance(m, Cell)]
+    hooks = [] if factor == 1.0 else [m.register_forward_hook(lambda _m, _i, out: out * factor) for m in cells]
+    try:
+        yield len(cells)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+@torch.no_grad()
+def recalibrate_bn(net: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+                   device: Union[str, torch.device] = "cpu") -> int:
+    """Resets every BatchNorm's statistics of ``net`` and re-estimates them (cumulative average, train-mode
+    forwards without gradients) on ``batches``; leaves ``net`` in eval mode and returns the batch count.
+    The momenta become ``None``: callers that must restore the network keep their own copy."""
+    for bn in net.modules():
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            bn.reset_running_stats()
+            bn.momentum = None
+    net.train()
+    n = 0
+    for x, _ in batches:
+        net(x.to(device))
+        n += 1
+    net.eval()
+    return n
+
+
+@torch.no_grad()
+def network_miou(net: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+                 device: Union[str, torch.device] = "cpu") -> float:
+    """The mIoU of ``net`` (eval mode) over ``batches``."""
+    net.eval()
+    metric = SegMetric(num_classes)
+    for x, y in batches:
+        metric.update(net(x.to(device)).cpu(), y)
+    return float(metric.compute())
+
+
+def cell_reliance(net: nn.Module, calibration: Sequence[Tuple[torch.Tensor, torch.Tensor]],
+                  evaluation: Sequence[Tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+                  device: Union[str, torch.device] = "cpu") -> Dict[str, float]:
+    """A network trained alone, scored as the supernet is: BatchNorm recalibrated on ``calibration``, mIoU on
+    ``evaluation``, with its cells as they are and with every cell's output zeroed. Works on a copy."""
+    net = copy.deepcopy(net).to(device)
+    out = {}
+    for key, factor in (("miou", 1.0), ("cells_zeroed", 0.0)):
+        with cells_scaled(net, factor):
+            recalibrate_bn(net, calibration, device)
+            out[key] = network_miou(net, evaluation, num_classes, device)
+    return out
 
 
 def _take(loader: DataLoader, batches: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
@@ -400,6 +458,15 @@ def run_rank_check(search_dir: str, space_cfg: SpaceConfig, data_cfg: DataConfig
         rows.append(row)
 
     datasets = build_datasets(data_cfg, space_cfg.num_classes)
+    # How much the supernet uses its cells: the searched architecture with every cell's output zeroed, on the
+    # data's val split (the network trained alone is measured the same way once it is trained).
+    val_batches = _take(build_loaders(replace(data_cfg, augment=False), datasets.train, datasets.val,
+                                      shuffle=False)[1], score_batches)
+    reliance: Dict[str, Dict[str, float]] = {
+        "supernet": {"miou": scorer.score(searched, calibration, val_batches),
+                     "cells_zeroed": scorer.score(searched, calibration, val_batches, cells=0.0)}}
+    say(f"[rank-check] the supernet's use of its cells: searched architecture {reliance['supernet']['miou']:.4f} "
+        f"val mIoU, {reliance['supernet']['cells_zeroed']:.4f} with every cell's output zeroed")
     for i, row in enumerate(rows):
         done = previous.get(row["name"])
         if done is not None and done.get("arch") == row["arch"] and done.get("trained_miou") is not None:
@@ -417,9 +484,13 @@ def run_rank_check(search_dir: str, space_cfg: SpaceConfig, data_cfg: DataConfig
                             arch=row["arch"], datasets=datasets)
         row.update(trained_miou=float(out["val_miou"]), train_seconds=round(out["seconds"], 1))
         say(f"[rank-check] {row['name']}: trained mIoU {row['trained_miou']:.4f} ({out['seconds'] / 60:.1f} min)")
-        write_json(result_path, _summary(rows, settings, complete=False), indent=1)
+        write_json(result_path, dict(_summary(rows, settings, complete=False), cell_reliance=reliance), indent=1)
 
-    result = _summary(rows, settings, complete=True)
+    model_file = os.path.join(out_dir, "train", SEARCHED, "model.pt")
+    if os.path.isfile(model_file):
+        reliance["alone"] = cell_reliance(load_model(model_file), calibration, val_batches, space_cfg.num_classes,
+                                          device)
+    result = dict(_summary(rows, settings, complete=True), cell_reliance=reliance)
     write_json(result_path, result, indent=1)
     plot_rank_check(result, os.path.join(out_dir, PLOT_FILE))
     return result
@@ -473,11 +544,32 @@ def format_table(result: Mapping[str, Any]) -> str:
                  f"{_fmt(result['spearman'])} (p {_fmt(result['spearman_p'], 2)[1:]}) over {result['trained']} "
                  f"architectures")
     lines.append(verdict(result["kendall_tau"]))
+    line = reliance_line(result.get("cell_reliance"))
+    if line:
+        lines.append(line)
     if result.get("macs_kendall_tau") is not None:
         lines.append(f"MACs (the search's stage 3 with search.rerank_by: macs) against trained mIoU: Kendall tau "
                      f"{_fmt(result['macs_kendall_tau'])} (p {_fmt(result['macs_kendall_p'], 2)[1:]}); where it is "
                      f"low, use search.rerank_by: loss")
     return "\n".join(lines)
+
+
+def reliance_line(reliance: Optional[Mapping[str, Mapping[str, float]]]) -> str:
+    """One line on how much the supernet uses its cells, next to the network trained alone ('' without data)."""
+    sup = (reliance or {}).get("supernet")
+    if not sup:
+        return ""
+    drop = lambda r: (r["miou"] - r["cells_zeroed"]) * 100  # noqa: E731
+    text = (f"Cells: zeroing every cell's output moves the searched architecture's val mIoU from "
+            f"{sup['miou']:.3f} to {sup['cells_zeroed']:.3f} in the supernet ({-drop(sup):+.1f} points)")
+    alone = reliance.get("alone")
+    if not alone:
+        return text
+    text += f", from {alone['miou']:.3f} to {alone['cells_zeroed']:.3f} trained alone ({-drop(alone):+.1f} points)"
+    if drop(alone) > 0 and drop(sup) < drop(alone) / 3:
+        text += ("; the supernet routes around the cells it judges, so its cell choice follows little signal: "
+                 "lengthen search.warmup_epochs")
+    return text
 
 
 def verdict(tau: Optional[float]) -> str:
