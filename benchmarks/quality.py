@@ -29,7 +29,9 @@ at once in worker processes (one torch thread each). Alone::
     python -m benchmarks.quality --dataset both --jobs 2            # the full run (hours on 2 cores)
     python -m benchmarks.quality --dataset builtin --quick          # plumbing check, a few minutes
 
-Outside quick mode the quoted architectures are written to ``search_spaces/found/<space>-<task>-*.json``.
+Outside quick mode the quoted architectures are written to ``search_spaces/found/<space>-<task>-*.json``. An
+experiment (``--set`` or ``--config``) writes them to ``OUT/found/`` and its page to ``OUT/BENCHMARKS.md``, so
+the page and the architectures it quotes always describe the config as it is.
 """
 from __future__ import annotations
 
@@ -568,7 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a setting of every run of the section (repeatable)")
     p.add_argument("--out", default="runs/benchmark", help="folder of results.json and the runs")
-    p.add_argument("--markdown", default="BENCHMARKS.md", help="the page to rewrite with the stored results")
+    p.add_argument("--markdown", default=None,
+                   help="the page to rewrite with the stored results (default: BENCHMARKS.md; with --set or "
+                        "--config, OUT/BENCHMARKS.md)")
     return p
 
 
@@ -579,7 +583,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.jobs < 1:
         print(f"python -m benchmarks.quality: error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
         return 2
-    cfg = BenchmarkConfig(out_dir=args.out, markdown=args.markdown)
+    # The page and search_spaces/found/ quote the config as it is; an experiment (--set, --config) writes its
+    # page and its architectures under --out instead, so it never overwrites them.
+    experiment = bool(args.overrides or args.config)
+    markdown = args.markdown or (os.path.join(args.out, "BENCHMARKS.md") if experiment else "BENCHMARKS.md")
+    cfg = BenchmarkConfig(out_dir=args.out, markdown=markdown)
+    if experiment:
+        cfg = replace(cfg, quality_found_dir=os.path.join(args.out, "found"))
     if args.quick:
         cfg = cfg.quick_version()
     datasets = ("builtin", "shapes") if args.dataset == "both" else (args.dataset,)

@@ -169,6 +169,22 @@ def test_quality_command_rejects_bad_jobs(capsys):
     assert "--jobs" in capsys.readouterr().err
 
 
+def test_an_experiment_writes_its_page_and_architectures_under_its_out(tmp_path, monkeypatch):
+    import benchmarks.__main__ as entry
+    seen = []
+    monkeypatch.setattr(entry, "run_benchmark", lambda cfg, sections: seen.append(cfg))
+    default = BenchmarkConfig()
+    assert main(["--out", str(tmp_path / "plain")]) == 0  # the config as it is: the page and found/ it quotes
+    assert seen[-1].markdown == "BENCHMARKS.md" and seen[-1].quality_found_dir == default.quality_found_dir
+    for extra in (["--set", "search.warmup_epochs=18"], ["--config", "search_spaces/tiny.yaml"]):
+        out = str(tmp_path / "exp")
+        assert main(extra + ["--out", out]) == 0
+        assert seen[-1].markdown == os.path.join(out, "BENCHMARKS.md")
+        assert seen[-1].quality_found_dir == os.path.join(out, "found")
+    assert main(["--set", "train.lr=0.02", "--out", out, "--markdown", "page.md"]) == 0
+    assert seen[-1].markdown == "page.md" and seen[-1].quality_overrides[-1] == "train.lr=0.02"
+
+
 @pytest.mark.slow
 def test_quick_quality_runs_in_two_processes_and_resumes(tmp_path, capsys):
     """The whole section at quick sizes on a micro space: searches, trainings, rank check and scores in two
