@@ -120,14 +120,19 @@ def fingerprint(run: RunConfig) -> str:
     return json.dumps(_portable(run.to_dict()), sort_keys=True)
 
 
-def same_fingerprint(stored: Optional[str], run: RunConfig) -> bool:
-    """Whether a stored task state was made by this config. Older states hold the shapes data's absolute
-    path; it is compared relative to its output folder as well."""
+def _stored_sections(stored: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The config sections of a stored fingerprint, made portable (older states hold the shapes data's
+    absolute path); ``None`` for a missing or unreadable one."""
     try:
-        before = json.loads(stored) if stored else None
+        sections = json.loads(stored) if stored else None
     except ValueError:
-        return False
-    return isinstance(before, dict) and json.dumps(_portable(before), sort_keys=True) == fingerprint(run)
+        return None
+    return _portable(sections) if isinstance(sections, dict) else None
+
+
+def same_fingerprint(stored: Optional[str], run: RunConfig) -> bool:
+    """Whether a stored task state was made by this config."""
+    return _stored_sections(stored) == _portable(run.to_dict())
 
 
 # --- the jobs ---------------------------------------------------------------------------------------
@@ -302,11 +307,8 @@ def reusable_runs(old: Optional[Dict[str, Any]], run: RunConfig) -> Dict[str, Di
       unchanged too (a search never reads the training section).
 
     A searched network's training never is: either its architecture or its recipe changed."""
-    if not old or not old.get("fingerprint"):
-        return {}
-    try:
-        before = _portable(json.loads(old["fingerprint"]))
-    except (ValueError, AttributeError):
+    before = _stored_sections((old or {}).get("fingerprint"))
+    if before is None:
         return {}
     now = _portable(run.to_dict())
     same = {k: before.get(k) == now.get(k) for k in ("space", "data", "train", "search")}

@@ -64,8 +64,8 @@ from ..errors import ConfigError, ModelFileError
 from ..fileio import load_torch, make_dirs, read_json, save_figure, write_json
 from ..measure import count_macs, count_params
 from ..seg.data import DataConfig, Datasets, build_datasets, build_loaders
-from ..seg.metrics import SegMetric
 from ..seg.deploy import load_model
+from ..seg.metrics import SegMetric
 from ..seg.train import SegmentationModule, TrainConfig, train_network
 from ..space.arch import build_network, load_arch, random_arch, validate
 from ..space.cell import Cell
