@@ -606,9 +606,20 @@ def _note_quality(r: Dict[str, Any], results: Dict[str, Any]) -> str:
                          "architectures land where random ones do. The fix is in the supernet (longer warm-up and "
                          "stage 1, sub-networks closer to the trained networks), not in more search seeds.")
         elif goal and not goal["met"] and tau is not None:
+            rand = (sm.get("groups") or {}).get("random") or {}
+            scores = list(((sm.get("table_tau") or {}).get("scores") or {}).values())
+            runs = rand.get("values") or []
+            if rand.get("sd") is not None and rand["sd"] < 0.02:
+                why = (f"the random architectures of its cost differ little at this budget (sd {rand['sd']:.3f}), "
+                       "so one mIoU point over the best of them is within the training noise")
+            else:
+                why = "a tau of this size over 8 architectures still leaves the best ones unresolved"
+                if len(scores) > 1 and runs:
+                    why += (f": the supernet's scores of the table's architectures span "
+                            f"{(max(scores) - min(scores)) * 100:.1f} points of mIoU, the random networks' training "
+                            f"runs {(max(runs) - min(runs)) * 100:.1f}")
             parts.append(f"{task}: the goal is not met although the supernet ranks architectures fairly (rank-check "
-                         f"tau {tau:+.2f}): the architectures of similar cost differ little at this budget, or the "
-                         "search's own decoding (argmax, top-k paths) strays from what the supernet scores best.")
+                         f"tau {tau:+.2f}): {why}.")
     if not r.get("complete", True):
         done = sum(len(t.get("runs", {})) + len(t.get("searches", {})) for t in r["tasks"].values())
         parts.append(f"**Incomplete:** {done} jobs had finished when this page was written "

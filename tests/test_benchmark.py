@@ -121,6 +121,24 @@ def test_results_merge_across_runs_and_goals(tmp_path):
     assert miou[2] == "**not met**" and "best random 0.5100 (random 3, +0.0 points)" in miou[1]
 
 
+
+def test_the_quality_note_says_why_a_fair_ranking_missed_the_goal():
+    from benchmarks.render import _note_quality
+
+    goal = {"met": False, "beats_random": False, "beats_peers": False}
+
+    def note(random_runs, scores):
+        summary = {"goal": goal, "rank_check": {"kendall_tau": 0.57},
+                   "groups": {"random": {"sd": statistics.stdev(random_runs), "values": random_runs}},
+                   "table_tau": {"scores": scores}}
+        return _note_quality({"tasks": {"shapes": {"summary": summary}}}, {})
+    # random networks far apart, supernet scores close together: the ranking is too coarse to pick the best
+    wide = note([0.40, 0.55, 0.48, 0.52], {"a": 0.180, "b": 0.188})
+    assert "rank-check tau +0.57" in wide and "span 0.8 points of mIoU" in wide and "training runs 15.0" in wide
+    # random networks within a point or two of each other: the margin is within the training noise
+    close = note([0.600, 0.610, 0.605, 0.615], {"a": 0.18, "b": 0.19})
+    assert "differ little at this budget (sd 0.006)" in close and "span" not in close
+
 SEARCH_COST = {  # what search_cost.measure returns
     "settings": {"space": "search_spaces/tiny.yaml", "input_size": [64, 128], "batch": 8, "device": "cpu",
                  "threads": 1, "rounds": 2, "steps": 4},
