@@ -121,7 +121,6 @@ def test_results_merge_across_runs_and_goals(tmp_path):
     assert miou[2] == "**not met**" and "best random 0.5100 (random 3, +0.0 points)" in miou[1]
 
 
-
 def test_the_quality_note_says_why_a_fair_ranking_missed_the_goal():
     from benchmarks.render import _note_quality
 
@@ -138,6 +137,7 @@ def test_the_quality_note_says_why_a_fair_ranking_missed_the_goal():
     # random networks within a point or two of each other: the margin is within the training noise
     close = note([0.600, 0.610, 0.605, 0.615], {"a": 0.18, "b": 0.19})
     assert "differ little at this budget (sd 0.006)" in close and "span" not in close
+
 
 SEARCH_COST = {  # what search_cost.measure returns
     "settings": {"space": "search_spaces/tiny.yaml", "input_size": [64, 128], "batch": 8, "device": "cpu",
