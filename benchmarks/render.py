@@ -607,13 +607,15 @@ def _note_quality(r: Dict[str, Any], results: Dict[str, Any]) -> str:
                          "stage 1, sub-networks closer to the trained networks), not in more search seeds.")
         elif goal and not goal["met"] and tau is not None:
             rand = (sm.get("groups") or {}).get("random") or {}
-            scores = list(((sm.get("table_tau") or {}).get("scores") or {}).values())
+            table = sm.get("table_tau") or {}
+            scores = list((table.get("scores") or {}).values())
             runs = rand.get("values") or []
             if rand.get("sd") is not None and rand["sd"] < 0.02:
                 why = (f"the random architectures of its cost differ little at this budget (sd {rand['sd']:.3f}), "
                        "so one mIoU point over the best of them is within the training noise")
             else:
-                why = "a tau of this size over 8 architectures still leaves the best ones unresolved"
+                why = (f"a tau of this size over {table.get('n') or len(scores) or 'a few'} architectures still "
+                       "leaves the best ones unresolved")
                 if len(scores) > 1 and runs:
                     why += (f": the supernet's scores of the table's architectures span "
                             f"{(max(scores) - min(scores)) * 100:.1f} points of mIoU, the random networks' training "
