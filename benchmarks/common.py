@@ -22,6 +22,8 @@ QUICK_QUALITY = ("data.num_train=32", "data.num_val=16", "data.image_size=[32,64
                  "data.batch_size=8", "data.val_batch_size=8", "search.warmup_epochs=0", "search.stage1_epochs=1",
                  "search.stage2_epochs=1", "search.limit_batches=2")
 SECTIONS = ("search", "search_cost", "latency", "fidelity", "quality", "demo", "gpu")
+# The groups of the quality section, in the order of its tables.
+QUALITY_GROUPS = ("searched", "random", "plain_cnn", "plain_cnn_wide", "lraspp")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -57,6 +59,8 @@ class BenchmarkConfig:
         quality_search_seeds: searches (``search.seed`` = 0, 1, ...) per task.
         quality_train_seeds: training seeds of every network of the section.
         quality_random: random architectures of similar cost per task.
+        quality_groups: the groups whose networks are trained (an experiment may train only ``searched``,
+            e.g. to compare two searches of the same protocol); all of them by default.
         quality_param_tolerance: "similar cost": parameters within this fraction of the searched mean.
         quality_rank_archs, quality_rank_epochs: architectures and training epochs of the rank check
             (0 architectures: no rank check).
@@ -102,6 +106,7 @@ class BenchmarkConfig:
     quality_search_seeds: int = 3
     quality_train_seeds: int = 2
     quality_random: int = 5
+    quality_groups: Sequence[str] = QUALITY_GROUPS
     quality_param_tolerance: float = 0.10
     quality_rank_archs: int = 8
     quality_rank_epochs: int = 5

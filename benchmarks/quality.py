@@ -60,14 +60,14 @@ from nni_rspnet.seg.train import train_network
 from nni_rspnet.space.arch import build_network, random_arch, save_arch
 
 from .baselines import PLAIN_CNN_WIDE, plain_cnn
-from .common import ROOT, BenchmarkConfig, load_results, store_result
+from .common import QUALITY_GROUPS, ROOT, BenchmarkConfig, load_results, store_result
 from .latency import torchvision_peer
 from .render import GOAL_MIOU_MARGIN, PEER_NAMES
 from .shapes import SHAPE_CLASSES, make_shapes
 
 Log = Callable[[str], None]
 TASKS = {"builtin": "digits", "shapes": "shapes"}  # --dataset value -> task name
-GROUPS = ("searched", "random", "plain_cnn", "plain_cnn_wide", "lraspp")
+GROUPS = QUALITY_GROUPS
 GROUP_NAMES = {"searched": "searched", "random": "random, similar cost", "plain_cnn": "plain CNN",
                "plain_cnn_wide": "plain CNN, wide",
                "lraspp": PEER_NAMES["lraspp"]}
@@ -228,6 +228,8 @@ def similar_cost_archs(run: RunConfig, target: float, count: int, tolerance: flo
     is within ``tolerance`` (a fraction) of ``target``, none equal to an architecture of ``exclude``."""
     seen = {json.dumps(a, sort_keys=True) for a in exclude}
     out: List[Dict[str, Any]] = []
+    if count <= 0:
+        return out
     for seed in range(max_draws):
         arch = random_arch(run.space, seed)
         key = json.dumps(arch, sort_keys=True)
@@ -254,6 +256,8 @@ def plan(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, task_index
     jobs: List[Job] = []
 
     def add(key: str, order: Tuple[int, ...], **spec: Any) -> None:
+        if spec.get("kind") == "train" and spec.get("group") not in cfg.quality_groups:
+            return
         if key not in state["runs"]:
             job_sections = spec.pop("sections", sections)
             jobs.append(Job(task, key, order + (task_index,), dict(base, key=key, sections=job_sections, **spec)))
@@ -287,7 +291,7 @@ def plan(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, task_index
     if "0" in searches and cfg.quality_rank_archs >= 2:
         add("rank check", (1, 40), kind="rank", sections=seed0, search_dir=first, n=cfg.quality_rank_archs,
             epochs=cfg.quality_rank_epochs, dir=os.path.join(root, "rank_check"))
-    if "0" in searches and state.get("random") is not None:  # every search has finished
+    if "0" in searches and state.get("random"):  # every search has finished and random ones were drawn
         archs = [(f"searched seed{s}", searches[str(s)]["arch"]) for s in sorted(searches, key=int)]
         archs += [(r["name"], r["arch"]) for r in state["random"]]
         add("scores", (1, 41), kind="scores", sections=seed0, search_dir=first, archs=archs,
@@ -360,7 +364,8 @@ def record(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, job: Job
         state["runs"][job.key] = result
     if state["random"] is None and len(state["searches"]) >= cfg.quality_search_seeds:
         target = statistics.mean(s["params"] for s in state["searches"].values())
-        state["random"] = similar_cost_archs(run, target, cfg.quality_random, cfg.quality_param_tolerance,
+        count = cfg.quality_random if "random" in cfg.quality_groups else 0
+        state["random"] = similar_cost_archs(run, target, count, cfg.quality_param_tolerance,
                                              [s["arch"] for s in state["searches"].values()])
         log(f"[quality] {state['task']}: random architectures of {target:,.0f} parameters ± "
             f"{cfg.quality_param_tolerance:.0%}: seeds {[r['seed'] for r in state['random']]}")
@@ -435,7 +440,8 @@ def section_result(cfg: BenchmarkConfig, states: Dict[str, Dict[str, Any]], runs
                                      "search_limit_batches": run.search.limit_batches})
     return {"tasks": tasks, "complete": complete, "plot": os.path.relpath(plot_path(cfg), _page_dir(cfg)),
             "design": {"search_seeds": cfg.quality_search_seeds, "train_seeds": cfg.quality_train_seeds,
-                       "random": cfg.quality_random, "param_tolerance": cfg.quality_param_tolerance,
+                       "random": cfg.quality_random, "groups": list(cfg.quality_groups),
+                       "param_tolerance": cfg.quality_param_tolerance,
                        "rank_archs": cfg.quality_rank_archs, "rank_epochs": cfg.quality_rank_epochs,
                        "threads": cfg.train_threads, "jobs": cfg.quality_jobs}}
 
@@ -571,6 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="the searched config (default: search_spaces/tiny.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a setting of every run of the section (repeatable)")
+    p.add_argument("--groups", nargs="+", choices=list(GROUPS), default=list(GROUPS),
+                   help="the groups whose networks are trained (default: all); e.g. --groups searched to compare "
+                        "the searches of two configs under the same protocol")
+    p.add_argument("--rank-archs", type=int, default=None,
+                   help="architectures of the rank check on the first search (0: none; default 8)")
     p.add_argument("--out", default="runs/benchmark", help="folder of results.json and the runs")
     p.add_argument("--markdown", default=None,
                    help="the page to rewrite with the stored results (default: BENCHMARKS.md; with --set or "
@@ -595,7 +606,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.quick:
         cfg = cfg.quick_version()
     datasets = ("builtin", "shapes") if args.dataset == "both" else (args.dataset,)
-    cfg = replace(cfg, quality_datasets=datasets, quality_jobs=args.jobs,
+    if args.rank_archs is not None:
+        cfg = replace(cfg, quality_rank_archs=args.rank_archs)
+    cfg = replace(cfg, quality_datasets=datasets, quality_jobs=args.jobs, quality_groups=tuple(args.groups),
                   quality_overrides=list(cfg.quality_overrides) + list(args.overrides),
                   quality_config=args.config or cfg.quality_config)
     run_benchmark(cfg, ["quality"])

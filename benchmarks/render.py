@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from nni_rspnet.search.rank_check import reliance_line
 from nni_rspnet.space.model import SpaceConfig
 
-from .common import ROOT, SECTIONS, BenchmarkConfig, results_path
+from .common import QUALITY_GROUPS, ROOT, SECTIONS, BenchmarkConfig, results_path
 
 # The product's goals, as the page checks them.
 GOAL_RSP_COST = 0.55          # the default cheap search / the full-channel supernet: step time and memory
@@ -195,6 +195,9 @@ def render_quality(r: Dict[str, Any]) -> str:
              f"every network trained with {_n(d['train_seeds'], 'seed')}, {_n(d['threads'], 'thread')} per run. In the "
              "picture, searched runs are coloured by search seed and the bars are group means.",
              f"![val mIoU per group, one point per training run]({r['plot']})"]
+    trained = d.get("groups") or list(QUALITY_GROUPS)
+    if set(trained) != set(QUALITY_GROUPS):
+        parts.insert(1, f"An experiment that trained only these groups: {', '.join(trained)} (`--groups`).")
     for task, t in r["tasks"].items():
         s, sm = t["settings"], t["summary"]
         tr, (h, w) = s["train"], s["image_size"]
@@ -210,10 +213,9 @@ def render_quality(r: Dict[str, Any]) -> str:
                      f"epochs (warm-up, stage 1, stage 2), {s['search_limit_batches'] or 'all'} batches per epoch and "
                      f"split. mIoU: final epoch, on the val split.")
         parts.append(_table(["group", "val mIoU mean ± sd"],
-                            [[name, _ms(sm["groups"].get(g))] for g, name in (
-                                ("searched", "searched"), ("random", "random, similar cost"),
-                                ("plain_cnn", "plain CNN"), ("plain_cnn_wide", "plain CNN, wide"),
-                                ("lraspp", PEER_NAMES["lraspp"]))]))
+                            [[name, _ms(sm["groups"].get(g))] for g, name in zip(QUALITY_GROUPS, (
+                                "searched", "random, similar cost", "plain CNN", "plain CNN, wide",
+                                PEER_NAMES["lraspp"])) if g in trained]))
         rows = []
         for a in sm["archs"]:
             rank = a.get("rank_among_random")

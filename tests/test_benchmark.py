@@ -114,6 +114,12 @@ def test_results_merge_across_runs_and_goals(tmp_path):
     assert "| searched seed0 | 1,000 | 2.0 M | 0.5100 ± 0.0141 (2 runs) | 0.5000, 0.5200 | 1 |" in page
     assert "![val mIoU per group, one point per training run](docs/quality.png)" in page
     assert "## Search cost\n\nNot run yet." in page
+    assert "trained only" not in page  # every group was trained
+    # an experiment that trained only the searched networks (--groups searched) shows only that group
+    store_result(cfg, "quality", dict(results["quality"], design=dict(design, groups=["searched"])))
+    only = render_page(load_results(cfg), machine_info(), cfg)
+    assert "An experiment that trained only these groups: searched (`--groups`)." in only
+    assert "| searched | 0.5" in only and "| plain CNN |" not in only and "| random, similar cost |" not in only
     # the best random architecture within a point of the searched one: not met
     runs["random 3 train1"]["val_miou"] = 0.53
     miou = next(r for r in goals({"quality": {"tasks": {"digits": {"summary": summarize(state)}}}})

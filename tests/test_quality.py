@@ -77,6 +77,21 @@ def test_plan_runs_one_of_each_kind_first_and_skips_finished_runs(tmp_path):
     assert rank.spec["epochs"] == cfg.quality_rank_epochs and rank.spec["sections"]["search"]["seed"] == 0
 
 
+
+def test_an_experiment_of_searched_networks_only_plans_no_other_training(tmp_path):
+    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO, quality_groups=("searched",),
+                  quality_rank_archs=0)
+    run = task_config(cfg, "builtin")
+    state = new_state("digits", "builtin", run)
+    assert [j.key for j in plan(cfg, state, run, 0)] == ["search seed0", "search seed1", "search seed2"]
+    arch = random_arch(run.space, 1)
+    for s in range(3):
+        job = Job("digits", f"search seed{s}", (0, s), {"kind": "search"})
+        record(replace(cfg, quality_found_dir=None), state, run, job, {"arch": arch, "params": 1000}, print)
+    assert state["random"] == []  # none drawn: no random group, and no scores of a table without them
+    keys = sorted(j.key for j in plan(cfg, state, run, 0))
+    assert keys == sorted(f"searched seed{s} train{t}" for s in range(3) for t in range(2))
+
 def test_a_changed_search_keeps_the_stored_trainings_it_would_repeat(tmp_path):
     cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO)
     run = task_config(cfg, "builtin")
@@ -183,6 +198,9 @@ def test_an_experiment_writes_its_page_and_architectures_under_its_out(tmp_path,
         assert seen[-1].quality_found_dir == os.path.join(out, "found")
     assert main(["--set", "train.lr=0.02", "--out", out, "--markdown", "page.md"]) == 0
     assert seen[-1].markdown == "page.md" and seen[-1].quality_overrides[-1] == "train.lr=0.02"
+    assert seen[-1].quality_groups == default.quality_groups and seen[-1].quality_rank_archs == 8
+    assert main(["--set", "space.rsp_depth=0", "--groups", "searched", "--rank-archs", "0", "--out", out]) == 0
+    assert seen[-1].quality_groups == ("searched",) and seen[-1].quality_rank_archs == 0
 
 
 @pytest.mark.slow
