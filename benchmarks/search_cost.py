@@ -11,7 +11,10 @@ Two comparisons on the same space (``search_spaces/tiny.yaml`` unless ``--config
    default RSP depth; goal: ratio <= 1.10 for step time.
 
 A step is one first-order DARTS iteration: an architecture step on a validation batch and a weight
-step on a training batch. Each measurement runs in a fresh subprocess (so the peak resident memory
+step on a training batch. A warm-up step (the epochs before stage 1, most of the default search: 18 of
+21 in ``tiny.yaml``) is one weight step on a sampled sub-network: one op per cell edge, two paths per
+trellis node, PC-DARTS' partial channels as in stage 1; it is compared with the same step of the
+full-channel supernet. Each measurement runs in a fresh subprocess (so the peak resident memory
 is its own), configurations are interleaved over ``--rounds`` rounds, and medians are compared, as
 timings on shared machines drift. On a CPU the step time is the process' CPU time (one thread),
 which other processes do not stretch the way they stretch wall time (kept in its own column). Peak
@@ -63,8 +66,12 @@ CONFIGS = {
     "stage2_single2": dict(kind="stage2", rsp_depth=2, rsp_form="single", pc=1),
     "stage2_single1": dict(kind="stage2", rsp_depth=1, rsp_form="single", pc=1),
     "stock_single1": dict(kind="stock", rsp_depth=1, rsp_form="single", pc=1),
+    "warmup_full": dict(kind="warmup", rsp_depth=0, rsp_form="nested", pc=1),
+    "warmup_single1_pc2": dict(kind="warmup", rsp_depth=1, rsp_form="single", pc=2),
 }
-# The default of the product (search_spaces/tiny.yaml): RSP depth 1 and PC-DARTS K = 2 in stage 1.
+# The default of the product (search_spaces/tiny.yaml): RSP depth 1 and PC-DARTS K = 2 in stage 1 (and in
+# the warm-up that precedes it: a weight step on one sub-network, one op per cell edge and two sampled paths per
+# trellis node, most of the default search's epochs).
 DEFAULT = {1: "stage1_single1_pc2", 2: "stage2_single1"}
 FORMS = {"RSP nested, depth 2": ("stage1_nested2", "stage2_nested2"),
          "RSP single, depth 2": ("stage1_single2", "stage2_single2"),
@@ -97,6 +104,10 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         module = DartsLightningModule(inner, arc_learning_rate=STEP_SETTINGS["arc_learning_rate"])
     elif spec["kind"] == "stage1":
         module = RSPDartsModule(inner, all_on=(MACRO_PREFIX,), partial_channels=spec["pc"], **STEP_SETTINGS)
+    elif spec["kind"] == "warmup":  # every epoch a warm-up epoch: weight steps on sampled sub-networks only
+        settings = dict(STEP_SETTINGS, warmup_sampling=True, path_sampling="stage1")
+        module = RSPDartsModule(inner, all_on=(MACRO_PREFIX,), partial_channels=spec["pc"], warmup_epochs=10 ** 6,
+                                **settings)
     else:
         cell = {k: v for k, v in random_arch(cfg, 0).items() if k.startswith(CELL_PREFIX)}
         module = RSPDartsModule(inner, frozen=cell, partial_channels=spec["pc"], **STEP_SETTINGS)
@@ -191,6 +202,9 @@ def measure(config: str, overrides: Sequence[str] = (), only: Sequence[str] = tu
         for key, what in (("step_s", "step time"), ("peak_mib", "peak memory"), ("saved_mib", "saved activations")):
             ratio(one, "stage1_full", key, f"{what}, {form} / full channels (stage 1)", GOAL_RSP_COST)
             ratio(two, "stage2_full", key, f"{what}, {form} / full channels (stage 2)", GOAL_RSP_COST)
+    for key, what in (("step_s", "step time"), ("peak_mib", "peak memory"), ("saved_mib", "saved activations")):
+        ratio("warmup_single1_pc2", "warmup_full", key,
+              f"{what}, RSP depth 1 + PC-DARTS K=2 (default) / full channels (warm-up)", GOAL_RSP_COST)
     ratio(DEFAULT[1], "stock_single1", "step_s", "step time, TwoStageDarts stage 1 / stock DARTS", GOAL_STEP_RATIO)
     ratio(DEFAULT[2], "stock_single1", "step_s", "step time, TwoStageDarts stage 2 / stock DARTS", GOAL_STEP_RATIO)
     if all(k in med for k in (*DEFAULT.values(), "stock_single1")):

@@ -311,3 +311,18 @@ def test_demo_row_says_how_the_demo_ended():
     assert "stopped by signal 15" in killed and "4/85 [00:09<03:02, 2.2s/it]`" in killed
     assert "FAILED (exit status 1)" in render_demo(dict(base, ok=False, returncode=1))
     assert "Not measured" in render_demo({"measured": False, "why": "no demo"})
+
+
+def test_a_warm_up_step_runs_one_sub_network_and_costs_less_than_a_stage_1_step():
+    """The warm-up rows of the search-cost table time what the warm-up does: weight steps on a sampled
+    sub-network (no architecture step, one op per edge), far lighter than a relaxed stage-1 step."""
+    from benchmarks import search_cost
+
+    micro = ["space.layers=2", "space.resolutions=[4,8]", "space.channels=[8,16]", "space.cell_nodes=2",
+             "space.ops=[skip_connect,conv_3x3,sep_conv_3x3]"]
+    base = dict(config=search_cost.os.path.join(search_cost.ROOT, "search_spaces", "tiny.yaml"), overrides=micro,
+                input_size=[32, 64], batch=2, steps=2, threads=1, device="cpu")
+    warm = search_cost.worker(dict(base, **search_cost.CONFIGS["warmup_single1_pc2"]))
+    stage1 = search_cost.worker(dict(base, **search_cost.CONFIGS["stage1_single1_pc2"]))
+    assert warm["step_s"] > 0 and warm["saved_mib"] > 0
+    assert warm["saved_mib"] < 0.6 * stage1["saved_mib"]  # one candidate and one pass, not all and two
