@@ -51,16 +51,28 @@ def wait_policy(busy: Optional[float]) -> Optional[str]:
     return "PASSIVE" if busy is not None and busy >= 0.5 else None
 
 
+AUTO_WAIT_POLICY = "NNI_RSPNET_AUTO_WAIT_POLICY"  # the OMP_WAIT_POLICY this package chose, not the user
+
+
 def sleeping_idle_threads() -> None:
     """Sets ``OMP_WAIT_POLICY`` from how busy the machine is when the package is imported (see
-    ``wait_policy``), unless the environment already sets it. OpenMP reads the variable once, when
+    ``wait_policy``), unless the user's environment sets it. OpenMP reads the variable once, when
     torch loads: this runs on ``import nni_rspnet``, which every entry point does first; it costs
-    0.1 s (two reads of ``/proc/stat``)."""
-    if "OMP_WAIT_POLICY" in os.environ:
-        return
+    0.1 s (two reads of ``/proc/stat``).
+
+    A policy this package chose is marked (``NNI_RSPNET_AUTO_WAIT_POLICY``), so a child process (the
+    benchmark's demo, an nnictl trial) chooses again for the load it starts under instead of inheriting
+    its parent's: a benchmark started while the cores were busy otherwise ran the demo with sleeping
+    threads on an idle machine, 50 s per warm-up epoch against 16 s."""
+    current = os.environ.get("OMP_WAIT_POLICY")
+    if current is not None and os.environ.get(AUTO_WAIT_POLICY) != current:
+        return  # the user's own setting
     policy = wait_policy(busy_cores())
     if policy:
-        os.environ["OMP_WAIT_POLICY"] = policy
+        os.environ["OMP_WAIT_POLICY"] = os.environ[AUTO_WAIT_POLICY] = policy
+    else:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+        os.environ.pop(AUTO_WAIT_POLICY, None)
 
 
 def set_threads(threads: int) -> None:

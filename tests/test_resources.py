@@ -131,3 +131,22 @@ def test_idle_threads_sleep_on_a_busy_machine_unless_the_environment_says_otherw
         spin.kill()
         spin.wait()
     assert done.stdout.strip() == "PASSIVE", done.stderr
+
+
+def test_a_child_process_chooses_its_own_wait_policy_unless_the_user_set_one(monkeypatch):
+    """The policy the package chose under load is not inherited by a child that starts on an idle machine
+    (the benchmark's demo ran at a third of its speed so); the user's own setting always stands."""
+    from nni_rspnet import runtime
+
+    load = {"busy": 1.5}
+    monkeypatch.setattr(runtime, "busy_cores", lambda: load["busy"])
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv(runtime.AUTO_WAIT_POLICY, raising=False)
+    runtime.sleeping_idle_threads()  # the parent, under load
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" == os.environ[runtime.AUTO_WAIT_POLICY]
+    load["busy"] = 0.1
+    runtime.sleeping_idle_threads()  # its child (same environment), on an idle machine: OpenMP's default
+    assert "OMP_WAIT_POLICY" not in os.environ and runtime.AUTO_WAIT_POLICY not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the user's: kept on an idle machine
+    runtime.sleeping_idle_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and runtime.AUTO_WAIT_POLICY not in os.environ
