@@ -208,7 +208,7 @@ def execute(spec: Dict[str, Any]) -> Dict[str, Any]:
         result = run_rank_check(spec["search_dir"], run.space, run.data, run.train, spec["dir"],
                                 n=spec["n"], epochs=spec["epochs"], seed=0,
                                 log=lambda s: print(f"[quality] {spec['task']} {s}", flush=True))
-        return {k: result.get(k) for k in ("kendall_tau", "kendall_p", "spearman", "spearman_p", "trained",
+        return {k: result.get(k) for k in ("kendall_tau", "kendall_p", "kendall_ci", "spearman", "spearman_p", "trained",
                                             "macs_kendall_tau", "macs_kendall_p", "cell_reliance")} | {
             "n": spec["n"], "epochs": spec["epochs"], "dir": spec["dir"], "seconds": round(time.time() - start, 1),
             "archs": [{k: a.get(k) for k in ("name", "searched", "params", "supernet_miou", "trained_miou")}

@@ -172,8 +172,10 @@ def _n(count: int, word: str) -> str:
 def _tau(d: Optional[Dict[str, Any]]) -> str:
     if not d or d.get("kendall_tau") is None:
         return "n/a"
-    return (f"Kendall tau **{d['kendall_tau']:+.2f}** (p {d['kendall_p']:.2f}), Spearman {d['spearman']:+.2f} "
-            f"(p {d['spearman_p']:.2f})")
+    ci = d.get("kendall_ci")
+    interval = f", 90 % interval [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
+    return (f"Kendall tau **{d['kendall_tau']:+.2f}**{interval} (p {d['kendall_p']:.2f}), Spearman "
+            f"{d['spearman']:+.2f} (p {d['spearman_p']:.2f})")
 
 
 def quality_goal_text(goal: Dict[str, Any]) -> str:

@@ -132,6 +132,26 @@ def test_sampling_ranks_and_correlation():
     assert rank_correlation([1, 2, 3], [0.2, 0.2, 0.2])["kendall_tau"] is None
 
 
+def test_tau_comes_with_a_bootstrap_interval_and_a_wide_one_is_no_verdict():
+    """Over 8 architectures a middling tau cannot tell a ranking supernet from a random one: the interval
+    says so, and the verdict asks for more architectures instead of trusting the point value."""
+    from nni_rspnet.search.rank_check import verdict
+
+    perfect = rank_correlation(list(range(8)), [0.1 * i for i in range(8)])
+    assert perfect["kendall_ci"] == [1.0, 1.0]
+    loose = rank_correlation(list(range(8)), [3, 1, 2, 8, 6, 5, 4, 7])
+    lo, hi = loose["kendall_ci"]
+    assert loose["kendall_ci"] == rank_correlation(list(range(8)), [3, 1, 2, 8, 6, 5, 4, 7])["kendall_ci"]  # seeded
+    assert lo < 0 < loose["kendall_tau"] < hi < 1
+    # two such blocks of 8 one after the other: 16 architectures resolve the ranking (tau +0.70)
+    wider = rank_correlation(list(range(16)), [3, 1, 2, 8, 6, 5, 4, 7, 11, 9, 10, 16, 14, 13, 12, 15])
+    assert wider["kendall_ci"][0] > 0 and wider["kendall_ci"][1] - wider["kendall_ci"][0] < hi - lo
+    assert verdict(loose["kendall_tau"], loose["kendall_ci"], 8).startswith("unresolved: the 90 % interval")
+    assert "more architectures than 8 (--n)" in verdict(loose["kendall_tau"], loose["kendall_ci"], 8)
+    assert verdict(0.8, [0.5, 1.0], 8).startswith("the supernet ranks architectures much as")
+    assert verdict(0.4, None).startswith("the supernet's ranking agrees only loosely")  # no interval: the old reading
+
+
 def test_command_writes_table_json_and_plot(search, tmp_path, capsys):
     space, _, _, out = search
     rc = tmp_path / "rc"
