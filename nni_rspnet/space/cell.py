@@ -21,7 +21,7 @@ channels (K = 2, ``search/supermodules.py``) in the search. Measured against the
 (``benchmarks/search_cost.md``, tiny space, 48x96, batch 16, one CPU thread), stage-1 step time / peak
 memory: nested depth 2 1.10x / 0.84x (twice the cells, each narrower: a CPU pays per op), single depth 2
 0.48x / 0.39x, depth 1 0.63x / 0.59x, depth 1 + K = 2 0.47x / 0.40x (Cityscapes-scale widths: 0.48x /
-0.20x). A warm-up step (one sampled op per edge) saves less, 0.65x / 0.71x at depth 1 + K = 2 (48x96 ... 64x128,
+0.20x). A warm-up step (one sampled op per edge) saves less, 0.65x / 0.71x at depth 1 + K = 2 (64x128, batch 8,
 2026-11-27): with one op per edge the cell is a small part of a step whose stem, resamplers, transitions and head
 are the same at every depth. Depth 2 networks learned worse than depth 1 at equal widths (0.09-0.21 against 0.13-0.36 val
 mIoU after 600 steps, the same draws), so the default keeps depth 1 and gets its cheapness from K = 2.
