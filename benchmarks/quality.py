@@ -416,7 +416,7 @@ def summarize(state: Dict[str, Any]) -> Dict[str, Any]:
     # Stage 3's zero-cost criterion (search.rerank_by: macs) against the same means.
     pool = [a for a in archs.values() if a["group"] in ("searched", "random")]
     table_macs_tau = (dict(rank_correlation([float(a["macs"]) for a in pool], [a["mean"] for a in pool]), n=len(pool))
-                      if len(pool) >= 2 else None)
+                      if len(pool) >= 2 and random_means else None)
     mean_rank = ([a["rank_among_random"] for a in searched if a["rank_among_random"] is not None])
     return {"groups": groups, "archs": sorted(archs.values(), key=lambda a: (GROUPS.index(a["group"]), a["name"])),
             "searched_mean_rank": statistics.mean(mean_rank) if mean_rank else None, "goal": goal,

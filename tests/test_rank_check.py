@@ -137,6 +137,7 @@ def test_tau_comes_with_a_bootstrap_interval_and_a_wide_one_is_no_verdict():
     says so, and the verdict asks for more architectures instead of trusting the point value."""
     from nni_rspnet.search.rank_check import verdict
 
+    assert rank_correlation([1, 2, 3], [0.1, 0.2, 0.3])["kendall_ci"] is None  # too few pairs to resample
     perfect = rank_correlation(list(range(8)), [0.1 * i for i in range(8)])
     assert perfect["kendall_ci"] == [1.0, 1.0]
     loose = rank_correlation(list(range(8)), [3, 1, 2, 8, 6, 5, 4, 7])

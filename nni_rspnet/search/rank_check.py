@@ -387,10 +387,16 @@ def rank_correlation(scores: Sequence[float], mious: Sequence[float], resamples:
             "kendall_ci": tau_interval(scores, mious, resamples, level)}
 
 
+MIN_PAIRS_FOR_INTERVAL = 5  # 3 pairs have 10 distinct resamples: a "90 % interval" of [+1, +1] from 3 points
+
+
 def tau_interval(scores: Sequence[float], mious: Sequence[float], resamples: int = 1000,
                  level: float = 0.9) -> Optional[List[float]]:
-    """The percentile bootstrap interval of Kendall's tau-b over resampled pairs (``None`` when no
-    resample has a defined tau)."""
+    """The percentile bootstrap interval of Kendall's tau-b over resampled pairs (``None`` for fewer than
+    ``MIN_PAIRS_FOR_INTERVAL`` pairs, whose resamples are too few to say anything, or when no resample has
+    a defined tau)."""
+    if len(scores) < MIN_PAIRS_FOR_INTERVAL:
+        return None
     x, y = np.asarray(scores, dtype=float), np.asarray(mious, dtype=float)
     rng = np.random.default_rng(0)
     taus = []
