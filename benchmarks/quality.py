@@ -431,6 +431,7 @@ def section_result(cfg: BenchmarkConfig, states: Dict[str, Dict[str, Any]], runs
         run = runs[task]
         tasks[task] = dict(state, summary=summarize(state),
                            settings={"config": os.path.relpath(cfg.quality_config or cfg.tiny_config, ROOT),
+                                     "overrides": list(cfg.quality_overrides),
                                      "data": run.data.dataset, "num_classes": run.space.num_classes,
                                      "num_train": run.data.num_train, "num_val": run.data.num_val,
                                      "image_size": list(run.data.image_size), "train": run.train.to_dict(),

@@ -209,7 +209,8 @@ def render_quality(r: Dict[str, Any]) -> str:
         else:
             data = f"`{s['data']}` ({s['num_classes']} classes)"
         parts.append(f"### {task}\n\n{data}, {s['num_train']} train / "
-                     f"{s['num_val']} val images at {h}x{w}, config `{s['config']}`. "
+                     f"{s['num_val']} val images at {h}x{w}, config `{s['config']}`"
+                     + "".join(f" `--set {o}`" for o in s.get("overrides") or []) + ". "
                      f"Every run: {_n(tr['epochs'], 'epoch')}, "
                      f"{tr['optimizer']} lr {tr['lr']}, batch {s['batch_size']}; each search: {ep[0]}+{ep[1]}+{ep[2]} "
                      f"epochs (warm-up, stage 1, stage 2), {s['search_limit_batches'] or 'all'} batches per epoch and "

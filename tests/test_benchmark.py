@@ -116,8 +116,11 @@ def test_results_merge_across_runs_and_goals(tmp_path):
     assert "## Search cost\n\nNot run yet." in page
     assert "trained only" not in page  # every group was trained
     # an experiment that trained only the searched networks (--groups searched) shows only that group
-    store_result(cfg, "quality", dict(results["quality"], design=dict(design, groups=["searched"])))
+    experiment = dict(results["quality"], design=dict(design, groups=["searched"]))
+    experiment["tasks"]["digits"]["settings"]["overrides"] = ["space.rsp_depth=0"]
+    store_result(cfg, "quality", experiment)
     only = render_page(load_results(cfg), machine_info(), cfg)
+    assert "config `search_spaces/tiny.yaml` `--set space.rsp_depth=0`." in only  # the page names its overrides
     assert "An experiment that trained only these groups: searched (`--groups`)." in only
     groups_table = only.split("| group | val mIoU mean ± sd |\n| --- | --- |\n")[1].split("\n\n")[0]
     assert [row.split("|")[1].strip() for row in groups_table.splitlines()] == ["searched"]
