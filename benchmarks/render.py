@@ -519,7 +519,8 @@ def _note_search_cost(r: Dict[str, Any], results: Dict[str, Any]) -> str:
     why = ""
     return ("Step = one first-order DARTS iteration (an architecture step on a validation batch and a weight step "
             "on a training batch); a warm-up step (`warmup_*`, most of the default search's epochs) is one weight "
-            "step on a sampled sub-network: one op per cell edge, two paths per node; each configuration runs in its own subprocess so its peak memory is its own, "
+            "step on a sampled sub-network: one op per cell edge, two paths per node; each configuration runs in "
+            "its own subprocess so its peak memory is its own, "
             "configurations are interleaved over rounds and medians compared. Peak memory on CPU is the rise of the "
             "process' peak RSS after the supernet was built, so it includes allocator slack; \"saved for backward\" "
             "(bytes of tensors autograd keeps) is exact and deterministic." + why)

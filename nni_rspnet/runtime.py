@@ -63,7 +63,7 @@ def sleeping_idle_threads() -> None:
     A policy this package chose is marked (``NNI_RSPNET_AUTO_WAIT_POLICY``), so a child process (the
     benchmark's demo, an nnictl trial) chooses again for the load it starts under instead of inheriting
     its parent's: a benchmark started while the cores were busy otherwise ran the demo with sleeping
-    threads on an idle machine, 50 s per warm-up epoch against 16 s."""
+    threads on an idle machine, 51 s per warm-up epoch against 20 s."""
     current = os.environ.get("OMP_WAIT_POLICY")
     if current is not None and os.environ.get(AUTO_WAIT_POLICY) != current:
         return  # the user's own setting
