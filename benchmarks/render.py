@@ -7,7 +7,7 @@ import os
 import statistics
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from nni_rspnet.search.rank_check import reliance_line
+from nni_rspnet.search.rank_check import interval_text, reliance_line
 from nni_rspnet.space.model import SpaceConfig
 
 from .common import QUALITY_GROUPS, ROOT, SECTIONS, BenchmarkConfig, results_path
@@ -172,9 +172,8 @@ def _n(count: int, word: str) -> str:
 def _tau(d: Optional[Dict[str, Any]]) -> str:
     if not d or d.get("kendall_tau") is None:
         return "n/a"
-    ci = d.get("kendall_ci")
-    interval = f", 90 % interval [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
-    return (f"Kendall tau **{d['kendall_tau']:+.2f}**{interval} (p {d['kendall_p']:.2f}), Spearman "
+    return (f"Kendall tau **{d['kendall_tau']:+.2f}**{interval_text(d.get('kendall_ci'))} "
+            f"(p {d['kendall_p']:.2f}), Spearman "
             f"{d['spearman']:+.2f} (p {d['spearman_p']:.2f})")
 
 

@@ -140,6 +140,7 @@ def test_tau_comes_with_a_bootstrap_interval_and_a_wide_one_is_no_verdict():
     assert rank_correlation([1, 2, 3], [0.1, 0.2, 0.3])["kendall_ci"] is None  # too few pairs to resample
     perfect = rank_correlation(list(range(8)), [0.1 * i for i in range(8)])
     assert perfect["kendall_ci"] == [1.0, 1.0]
+    assert rank_correlation(list(range(8)), list(range(8)), resamples=0)["kendall_ci"] is None  # none asked for
     loose = rank_correlation(list(range(8)), [3, 1, 2, 8, 6, 5, 4, 7])
     lo, hi = loose["kendall_ci"]
     assert loose["kendall_ci"] == rank_correlation(list(range(8)), [3, 1, 2, 8, 6, 5, 4, 7])["kendall_ci"]  # seeded

@@ -394,8 +394,8 @@ def tau_interval(scores: Sequence[float], mious: Sequence[float], resamples: int
                  level: float = 0.9) -> Optional[List[float]]:
     """The percentile bootstrap interval of Kendall's tau-b over resampled pairs (``None`` for fewer than
     ``MIN_PAIRS_FOR_INTERVAL`` pairs, whose resamples are too few to say anything, or when no resample has
-    a defined tau)."""
-    if len(scores) < MIN_PAIRS_FOR_INTERVAL:
+    a defined tau, or for ``resamples`` <= 0, which asks for none)."""
+    if len(scores) < MIN_PAIRS_FOR_INTERVAL or resamples <= 0:
         return None
     x, y = np.asarray(scores, dtype=float), np.asarray(mious, dtype=float)
     rng = np.random.default_rng(0)
@@ -410,6 +410,11 @@ def tau_interval(scores: Sequence[float], mious: Sequence[float], resamples: int
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(taus, [tail, 100 - tail])
     return [float(lo), float(hi)]
+
+
+def interval_text(ci: Optional[Sequence[float]]) -> str:
+    """``", 90 % interval [lo, hi]"`` for a ``kendall_ci``, or nothing where there is none."""
+    return f", 90 % interval [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
 
 
 def ranks(values: Sequence[float]) -> List[int]:
@@ -550,7 +555,9 @@ def _summary(rows: List[Dict[str, Any]], settings: Dict[str, Any], complete: boo
     archs = [dict(r, **({"rank_supernet": rank[r["name"]][0], "rank_trained": rank[r["name"]][1]}
                         if r["name"] in rank else {})) for r in rows]
     # The zero-cost criterion of the search's stage 3 (search.rerank_by: macs), judged the same way.
-    macs = rank_correlation([float(r["macs"]) for r in trained], [r["trained_miou"] for r in trained])
+    # Its interval is never shown, so no bootstrap is spent on it.
+    macs = rank_correlation([float(r["macs"]) for r in trained], [r["trained_miou"] for r in trained],
+                            resamples=0)
     return {"archs": archs, **corr, "macs_kendall_tau": macs["kendall_tau"], "macs_kendall_p": macs["kendall_p"],
             "trained": len(trained), "complete": complete, "settings": settings}
 
@@ -573,9 +580,8 @@ def format_table(result: Mapping[str, Any]) -> str:
     s = result["settings"]
     lines.append(f"* the search's own architecture; trained alone for {s['epochs']} epochs (seed {s['seed']}), "
                  f"mIoU on the data's val split; supernet mIoU on the search's architecture split")
-    ci = result.get("kendall_ci")
-    interval = f", 90 % interval [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
-    lines.append(f"Kendall tau {_fmt(result['kendall_tau'])}{interval} (p {_fmt(result['kendall_p'], 2)[1:]}), Spearman rho "
+    lines.append(f"Kendall tau {_fmt(result['kendall_tau'])}{interval_text(result.get('kendall_ci'))} "
+                 f"(p {_fmt(result['kendall_p'], 2)[1:]}), Spearman rho "
                  f"{_fmt(result['spearman'])} (p {_fmt(result['spearman_p'], 2)[1:]}) over {result['trained']} "
                  f"architectures")
     lines.append(verdict(result["kendall_tau"], result.get("kendall_ci"), result["trained"]))
