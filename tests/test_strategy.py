@@ -161,6 +161,51 @@ def test_warmup_trains_weights_only():
     assert (after_search - after_warmup).abs().max() > 0.1
 
 
+
+class CountingDataset(torch.utils.data.Dataset):
+    def __init__(self, base):
+        self.base, self.reads = base, 0
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.base[i]
+
+
+def test_warm_up_epochs_load_no_architecture_batches():
+    """The architecture split is read by validation every epoch (64 images here) and by the architecture
+    steps only while searching (64 more): a warm-up epoch no longer loads batches it throws away."""
+    arch_set = CountingDataset(toy_data(64, 2))
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, accelerator="cpu")
+    evaluator = Lightning(ToySeg(), trainer, train_dataloaders=DataLoader(toy_data(64, 1), batch_size=16, shuffle=True),
+                          val_dataloaders=DataLoader(arch_set, batch_size=16))
+    reads = []
+    strategy = TwoStageDarts(warmup_epochs=2, stage1_epochs=1, stage2_epochs=1, arc_learning_rate=0.1,
+                             epoch_hook=lambda record: reads.append(arch_set.reads - sum(reads)))
+    exp = RetiariiExperiment(PlantedSpace(), evaluator, [], strategy)
+    config = RetiariiExeConfig()
+    config.execution_engine = "oneshot"
+    exp.run(config)
+    assert reads == [64, 64, 128, 128]  # warm-up, warm-up, cell search, path search
+
+
+def test_a_skippable_loader_yields_the_same_batches_or_none():
+    from nni_rspnet.search.arch_batches import skippable_loader
+
+    base = DataLoader(toy_data(40, 3), batch_size=16)
+    loader, sampler = skippable_loader(base)
+    for (x, y), (x2, y2) in zip(base, loader):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    sampler.skip = True
+    assert list(loader) == [None, None, None]  # as many batches, none loaded
+    sampler.skip = False
+    assert len(list(loader)) == 3
+    stream = [1, 2, 3]
+    assert skippable_loader(stream) == (stream, None)  # not a DataLoader: left as it is
+
 # --- the stock defects ---------------------------------------------------------------------------------
 
 def attached(module_cls, **kwargs):

@@ -40,6 +40,7 @@ from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMix
 from nni.nas.strategy.base import BaseStrategy
 
 from ..seg.guard import check_finite, fit, rng_state, set_rng_state
+from .arch_batches import SkippableSampler, skippable_loader
 from .path_attention import PathAttention
 from .settings import SearchConfig
 from .supermodules import FrozenChoice, CellMixedOp, SampledInputs, TemperedSoftmax, make_freeze_hook
@@ -108,6 +109,8 @@ class RSPDartsModule(DartsLightningModule):
         self.restore = restore
         self.tau = tau_init
         self.validation_batches = 0
+        # Set by TwoStageDarts: the sampler of the architecture batches, skipped while no step uses them.
+        self.arch_sampler: Optional[SkippableSampler] = None
 
     # NNI hooks -------------------------------------------------------------------------------------
 
@@ -225,6 +228,8 @@ class RSPDartsModule(DartsLightningModule):
 
     def on_train_epoch_start(self):
         self.set_temperature(self.temperature(self.stage_epoch))
+        if self.arch_sampler is not None:
+            self.arch_sampler.skip = not self.arch_steps
         sample = self.warmup_sampling and not self.searching
         for m in self.nas_modules:
             if isinstance(m, CellMixedOp):
@@ -232,6 +237,11 @@ class RSPDartsModule(DartsLightningModule):
         for m in self.sampled_paths():
             m.sample = self.paths_sampled
         return self.model.on_train_epoch_start()
+
+    @property
+    def arch_steps(self) -> bool:
+        """Whether this epoch's steps take architecture steps (searching, with something to search)."""
+        return self.searching and bool(self.arch_parameters())
 
     @property
     def paths_sampled(self) -> bool:
@@ -246,6 +256,8 @@ class RSPDartsModule(DartsLightningModule):
     def training_step(self, batch, batch_idx):
         arc_optim = self.architecture_optimizers()
         if self.searching and arc_optim is not None:
+            if batch["val"] is None:
+                raise RuntimeError("an architecture step got no batch: its loader was told to skip this epoch")
             arc_optim.zero_grad()
             out = self.model.training_step(batch["val"], 2 * batch_idx)
             loss = out["loss"] if isinstance(out, dict) else out
@@ -494,7 +506,9 @@ class TwoStageDarts(BaseStrategy):
         remaining = self.epochs[stage] - done
         if remaining > 0:
             trainer = _stage_trainer(evaluator.trainer, remaining, _EpochEnd(self, stage))
-            fit(trainer, module, {"train": evaluator.train_dataloaders, "val": evaluator.val_dataloaders},
+            # A copy of the architecture loader for the steps, skipped in the warm-up; validation keeps its own.
+            arch_loader, module.arch_sampler = skippable_loader(evaluator.val_dataloaders)
+            fit(trainer, module, {"train": evaluator.train_dataloaders, "val": arch_loader},
                 evaluator.val_dataloaders)  # Ctrl-C raises Interrupted: never a silently shortened stage
         elif state is not None:  # the stage had ended: export and go on as right after its last epoch
             module.set_temperature(float(state.get("tau", module.temperature(done - 1))))
