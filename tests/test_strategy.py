@@ -5,6 +5,8 @@ expected failures: they show that each check fails on the stock behaviour and pa
 """
 from __future__ import annotations
 
+import contextlib
+
 import nni
 import pytest
 import pytorch_lightning as pl
@@ -205,6 +207,29 @@ def test_a_skippable_loader_yields_the_same_batches_or_none():
     assert len(list(loader)) == 3
     stream = [1, 2, 3]
     assert skippable_loader(stream) == (stream, None)  # not a DataLoader: left as it is
+
+def test_the_architecture_step_computes_no_weight_gradients():
+    """The architecture parameters get the same gradients with the weights frozen, and the weights none
+    (they are zeroed by the weight step anyway); afterwards the weights require gradients again."""
+    module = attached(RSPDartsModule)
+    x, y = toy_data(16, 4).tensors
+    arch = module.arch_parameters()
+    weights = [p for p in module.parameters() if all(p is not a for a in arch)]
+
+    def step(frozen: bool):
+        for p in module.parameters():
+            p.grad = None
+        torch.manual_seed(1)  # the planted space draws its noise paths in forward
+        with module._weights_frozen() if frozen else contextlib.nullcontext():
+            F.cross_entropy(module.model(x), y).backward()
+        return [p.grad.clone() for p in arch], [p for p in weights if p.grad is not None]
+
+    plain, with_weights = step(False)
+    frozen, without_weights = step(True)
+    assert with_weights and not without_weights
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, frozen)) and any(a.abs().sum() > 0 for a in plain)
+    assert all(p.requires_grad for p in weights)
+
 
 # --- the stock defects ---------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ RSPNet for the two-stage cell / path search with path attention.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -259,20 +260,41 @@ class RSPDartsModule(DartsLightningModule):
             if batch["val"] is None:
                 raise RuntimeError("an architecture step got no batch: its loader was told to skip this epoch")
             arc_optim.zero_grad()
-            out = self.model.training_step(batch["val"], 2 * batch_idx)
-            loss = out["loss"] if isinstance(out, dict) else out
-            if self.penalty is not None:
-                probs = self.choice_probs()
-                loss = loss + self.penalty.loss(probs)
-                self.penalty.adapt(probs)
-            check_finite(loss, "the architecture loss")
-            self.manual_backward(loss)
+            with self._weights_frozen():
+                out = self.model.training_step(batch["val"], 2 * batch_idx)
+                loss = out["loss"] if isinstance(out, dict) else out
+                if self.penalty is not None:
+                    probs = self.choice_probs()
+                    loss = loss + self.penalty.loss(probs)
+                    self.penalty.adapt(probs)
+                check_finite(loss, "the architecture loss")
+                self.manual_backward(loss)
             arc_optim.step()
         out = self.model.training_step(batch["train"], 2 * batch_idx + 1)
         loss = out["loss"] if isinstance(out, dict) else out
         self.advance_optimization(loss, batch_idx, self.gradient_clip_val)
         self.advance_lr_schedulers(batch_idx)
         return out
+
+    @contextlib.contextmanager
+    def _weights_frozen(self):
+        """The architecture step needs gradients for the architecture parameters only: with the weights
+        marked as not requiring them, autograd neither computes the weights' gradients (about half of a
+        convolution's backward) nor keeps the convolutions' inputs for them. Stock NNI computes both and
+        throws them away (the weight step zeroes them). Not under several processes, whose gradient
+        reducer expects every weight's gradient."""
+        if getattr(self._trainer, "world_size", 1) > 1:
+            yield
+            return
+        arch = {id(p) for p in self.arch_parameters()}
+        weights = [p for p in self.parameters() if p.requires_grad and id(p) not in arch]
+        for p in weights:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in weights:
+                p.requires_grad_(True)
 
     def on_train_epoch_end(self):
         metrics = {"tau": self.tau}
