@@ -21,9 +21,10 @@ channels (K = 2, ``search/supermodules.py``) in the search. Measured against the
 (``benchmarks/search_cost.md``, tiny space, 48x96, batch 16, one CPU thread), stage-1 step time / peak
 memory: nested depth 2 1.10x / 0.84x (twice the cells, each narrower: a CPU pays per op), single depth 2
 0.48x / 0.39x, depth 1 0.63x / 0.59x, depth 1 + K = 2 0.47x / 0.40x (Cityscapes-scale widths: 0.48x /
-0.20x). A warm-up step (one sampled op per edge) saves less, 0.65x / 0.71x at depth 1 + K = 2 (64x128, batch 8,
-2026-11-27): with one op per edge the cell is a small part of a step whose stem, resamplers, transitions and head
-are the same at every depth. The default search also finds better networks than the full-channel one: 0.622
+0.20x). A warm-up step (one sampled op per edge) saves less, 0.56x / 0.70x at depth 1 + K = 2 (64x128,
+batch 8, 2026-11-27; 0.47x / 0.59x at Cityscapes-scale widths and 128x256), and a stage-2 step 0.63x / 0.72x
+(0.55x / 0.64x): with one op per edge the cell is a small part of a step whose stem, resamplers, transitions
+and head are the same at every depth. The default search also finds better networks than the full-channel one: 0.622
 against 0.585 mean val mIoU under the quality protocol (digits, 3 searches x 2 training seeds, BENCHMARKS.md).
 Depth 2 networks learned worse than depth 1 at equal widths (0.09-0.21 against 0.13-0.36 val
 mIoU after 600 steps, the same draws), so the default keeps depth 1 and gets its cheapness from K = 2.
