@@ -95,10 +95,10 @@ def toy_evaluator(epochs: int = 1, n: int = 64) -> Lightning:
                      val_dataloaders=DataLoader(toy_data(n, 2), batch_size=16))
 
 
-def run_two_stage(**kwargs) -> TwoStageDarts:
+def run_two_stage(evaluator: Lightning = None, **kwargs) -> TwoStageDarts:
     torch.manual_seed(kwargs.pop("seed", 0))
     strategy = TwoStageDarts(**kwargs)
-    exp = RetiariiExperiment(PlantedSpace(), toy_evaluator(), [], strategy)
+    exp = RetiariiExperiment(PlantedSpace(), evaluator or toy_evaluator(), [], strategy)
     config = RetiariiExeConfig()
     config.execution_engine = "oneshot"
     exp.run(config)
@@ -185,12 +185,8 @@ def test_warm_up_epochs_load_no_architecture_batches():
     evaluator = Lightning(ToySeg(), trainer, train_dataloaders=DataLoader(toy_data(64, 1), batch_size=16, shuffle=True),
                           val_dataloaders=DataLoader(arch_set, batch_size=16))
     reads = []
-    strategy = TwoStageDarts(warmup_epochs=2, stage1_epochs=1, stage2_epochs=1, arc_learning_rate=0.1,
-                             epoch_hook=lambda record: reads.append(arch_set.reads - sum(reads)))
-    exp = RetiariiExperiment(PlantedSpace(), evaluator, [], strategy)
-    config = RetiariiExeConfig()
-    config.execution_engine = "oneshot"
-    exp.run(config)
+    run_two_stage(evaluator, warmup_epochs=2, stage1_epochs=1, stage2_epochs=1, arc_learning_rate=0.1,
+                  epoch_hook=lambda record: reads.append(arch_set.reads - sum(reads)))
     assert reads == [64, 64, 128, 128]  # warm-up, warm-up, cell search, path search
 
 
