@@ -51,6 +51,20 @@ def test_aux_heads_only_in_forward_aux(tiny_cfg):
     torch.testing.assert_close(net(x), net.forward_aux(x)[0])
 
 
+def test_stem_layers_set_where_the_stem_convolves(tiny_cfg):
+    """2, 3 or 4 stem convolutions: 4 adds a stride-1 one at full resolution, 3 one at 1/2; the trellis
+    sees 1/4 either way."""
+    strides = {}
+    for layers in (2, 3, 4):
+        tiny_cfg.stem_layers = layers
+        net = build_network(tiny_cfg, random_arch(tiny_cfg, 0))
+        strides[layers] = [m.stride[0] for m in net.stem.modules() if isinstance(m, torch.nn.Conv2d)]
+        x = torch.randn(1, 3, 40, 52)
+        assert net(x).shape == (1, tiny_cfg.num_classes, 40, 52)
+        assert net.stem(x).shape[-2:] == (10, 13)
+    assert strides == {2: [2, 2], 3: [2, 1, 2], 4: [1, 2, 1, 2]}
+
+
 def _write(tmp_path, text):
     path = tmp_path / "space.yaml"
     path.write_text(text)
@@ -68,6 +82,7 @@ def _write(tmp_path, text):
     ("- 1\n- 2\n", "expected a mapping of sections"),
     ("space: [1, 2\n", "not valid YAML"),
     ("space:\n  aux_heads: 1\n", "aux_heads: expected true or false"),
+    ("space:\n  stem_layers: 5\n", "stem_layers must be one of [2, 3, 4], got 5"),
 ])
 def test_bad_yaml_names_the_file_and_key(tmp_path, text, message):
     path = _write(tmp_path, text)

@@ -26,6 +26,7 @@ from .ops import ActLayer, ConvBNAct, NormLayer, SepConv
 
 RESOLUTIONS = (4, 8, 16, 32)
 RESAMPLERS = ("conv", "sep")
+STEM_LAYERS = (2, 3, 4)
 HEADS = ("conv", "sep")
 
 
@@ -170,7 +171,8 @@ class Trellis(nn.Module):
         head_channels: width of the head.
         aux_heads: add a classifier on every coarser last-layer resolution (deep supervision); it
             runs only in ``forward_aux``, which training uses.
-        stem_layers: 3 (conv stride 2, conv at 1/2, conv stride 2) or 2 (no conv at 1/2).
+        stem_layers: 3 (conv stride 2, conv at 1/2, conv stride 2), 2 (no conv at 1/2) or 4 (a conv at
+            full resolution first, then the 3 of ``stem_layers=3``).
         resampler: ``conv`` or ``sep``, the downsampling paths (see ``Resample``).
         head: ``conv`` or ``sep``, the 3 x 3 block of each head branch (see ``head_block``).
     """
@@ -187,10 +189,14 @@ class Trellis(nn.Module):
         super().__init__()
         resolutions = list(resolutions)
         self.num_res = len(resolutions)
-        if stem_layers not in (2, 3):
-            raise ValueError(f"stem_layers must be 2 or 3, got {stem_layers}")
-        stem: List[nn.Module] = [ConvBNAct(in_channels, stem_channels, 3, 2, norm_layer=norm_layer, act_layer=act_layer)]
-        if stem_layers == 3:  # a stride-1 conv at 1/2: the dearest layer of a light network at large inputs
+        if stem_layers not in STEM_LAYERS:
+            raise ValueError(f"stem_layers must be one of {list(STEM_LAYERS)}, got {stem_layers}")
+        stem: List[nn.Module] = []
+        if stem_layers == 4:  # a stride-1 conv at full resolution: cheap (3 input channels), sees fine texture
+            stem.append(ConvBNAct(in_channels, stem_channels, 3, 1, norm_layer=norm_layer, act_layer=act_layer))
+        stem.append(ConvBNAct(stem_channels if stem_layers == 4 else in_channels, stem_channels, 3, 2,
+                              norm_layer=norm_layer, act_layer=act_layer))
+        if stem_layers >= 3:  # a stride-1 conv at 1/2: the dearest layer of a light network at large inputs
             stem.append(ConvBNAct(stem_channels, stem_channels, 3, 1, norm_layer=norm_layer, act_layer=act_layer))
         stem.append(ConvBNAct(stem_channels, channels[0], 3, 2, norm_layer=norm_layer, act_layer=act_layer))
         self.stem = nn.Sequential(*stem)

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 
 from ..schema import Section
 from .cell import RSP_FORMS
-from .macro import HEADS, RESAMPLERS, RESOLUTIONS, Trellis, trellis_nodes
+from .macro import HEADS, RESAMPLERS, RESOLUTIONS, STEM_LAYERS, Trellis, trellis_nodes
 from .ops import OPS
 
 MAX_SUPERNET_PARAMS = 1e9  # an upper estimate past this (4 GB of float32 weights) is refused before building
@@ -46,8 +46,9 @@ class SpaceConfig(Section):
             at every level: C/2, C/4, ...); see ``space.cell.RSPBlock``.
         head_channels: width of the segmentation head.
         aux_heads: auxiliary heads on the coarser last-layer rows (used in training only).
-        stem_layers: 3 (conv stride 2, conv at 1/2, conv stride 2) or 2 (no conv at 1/2, which at
-            512 x 1024 is the dearest layer of a light network).
+        stem_layers: 3 (conv stride 2, conv at 1/2, conv stride 2), 2 (no conv at 1/2, which at
+            512 x 1024 is the dearest layer of a light network) or 4 (a stride-1 conv at full resolution
+            first, then the three of 3).
         resampler: the downsampling paths: ``conv`` (3 x 3 stride 2) or ``sep`` (depthwise 3 x 3 stride
             2, then 1 x 1: about a ninth of the weights).
         head: each head branch's 3 x 3 block: ``conv`` or ``sep`` (depthwise-separable).
@@ -96,8 +97,8 @@ class SpaceConfig(Section):
         for c in self.channels:
             if c < 1 or c % (2 ** self.rsp_depth):
                 raise ValueError(f"channels: {c} is not a positive multiple of 2 ** rsp_depth = {2 ** self.rsp_depth}")
-        if self.stem_layers not in (2, 3):
-            raise ValueError(f"stem_layers must be 2 or 3, got {self.stem_layers}")
+        if self.stem_layers not in STEM_LAYERS:
+            raise ValueError(f"stem_layers must be one of {list(STEM_LAYERS)}, got {self.stem_layers}")
         if self.resampler not in RESAMPLERS:
             raise ValueError(f"resampler must be one of {list(RESAMPLERS)}, got {self.resampler!r}")
         if self.head not in HEADS:
