@@ -190,6 +190,25 @@ def test_warm_up_epochs_load_no_architecture_batches():
     assert reads == [64, 64, 128, 128]  # warm-up, warm-up, cell search, path search
 
 
+def test_validation_reads_val_images_but_in_a_stages_last_epoch():
+    """With ``val_images`` every epoch's validation reads that many images of the architecture split,
+    but each stage's last, which reads them all (its score is the stage's result, and stage 2's path
+    attention is averaged over it)."""
+    arch_set = CountingDataset(toy_data(64, 2))
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, accelerator="cpu")
+    evaluator = Lightning(ToySeg(), trainer, train_dataloaders=DataLoader(toy_data(64, 1), batch_size=16, shuffle=True),
+                          val_dataloaders=DataLoader(arch_set, batch_size=16, shuffle=True))
+    reads, batches = [], []
+    strategy = run_two_stage(evaluator, warmup_epochs=2, stage1_epochs=2, stage2_epochs=1, arc_learning_rate=0.1,
+                             val_images=20, epoch_hook=lambda record: reads.append(arch_set.reads - sum(reads)))
+    # warm-up x2: 20 validated; stage 1: 20 validated + 64 for the steps, then the last epoch 64 + 64; stage 2: 128
+    assert reads == [20, 20, 84, 128, 128]
+    assert strategy.model.validation_batches == 4  # the last epoch validated every batch
+    with pytest.raises(ValueError, match="val_images"):
+        RSPDartsModule(ToySeg(), val_images=-1, **{k: v for k, v in strategy.module_kwargs.items() if k != "val_images"})
+
+
 def test_a_skippable_loader_yields_the_same_batches_or_none():
     from nni_rspnet.search.arch_batches import skippable_loader
 
@@ -201,6 +220,10 @@ def test_a_skippable_loader_yields_the_same_batches_or_none():
     assert list(loader) == [None, None, None]  # as many batches, none loaded
     sampler.skip = False
     assert len(list(loader)) == 3
+    sampler.limit = 20  # the first 20 items of the epoch's order: one whole batch, one cut short, none
+    assert [None if b is None else len(b[0]) for b in loader] == [16, 4, None]
+    sampler.limit = None
+    assert [len(b[0]) for b in loader] == [16, 16, 8]
     stream = [1, 2, 3]
     assert skippable_loader(stream) == (stream, None)  # not a DataLoader: left as it is
 

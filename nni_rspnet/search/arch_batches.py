@@ -1,4 +1,4 @@
-"""Architecture batches that are not loaded while nothing uses them.
+"""Architecture batches that are not loaded while nothing uses them, and validations on part of the split.
 
 Every step of a one-shot search draws a batch from each of its two loaders (Lightning's combined loader),
 but during a warm-up epoch only the weights are trained: the architecture batch is loaded, augmented
@@ -11,6 +11,9 @@ the sampler hands out ``(index, True)`` and the dataset wrapper returns nothing 
 ``None`` in place of the batch. The sampler still draws its order as before (same random stream), and
 the flag is read in the main process when an epoch's iterator starts, so it reaches worker processes
 too.
+
+The same wrapper validates on the first ``limit`` items of an epoch's order only: items past it are
+skipped, a batch that holds some of them is cut short, and one that holds only them is ``None``.
 """
 from __future__ import annotations
 
@@ -20,16 +23,20 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 
 class SkippableSampler(Sampler):
-    """Wraps a sampler; yields ``(index, skip)`` with the ``skip`` flag of the moment the epoch started."""
+    """Wraps a sampler; yields ``(index, skip)`` with the ``skip`` flag and ``limit`` of the moment the
+    epoch started: every item is skipped while ``skip`` is set, and items past the first ``limit`` while
+    ``limit`` is not ``None``. The wrapped sampler's order is drawn in full either way (the same random
+    stream)."""
 
     def __init__(self, sampler: Sampler):
         self.sampler = sampler
         self.skip = False
+        self.limit: Optional[int] = None
 
     def __iter__(self) -> Iterator[Tuple[Any, bool]]:
-        skip = self.skip
-        for index in self.sampler:
-            yield index, skip
+        skip, limit = self.skip, self.limit
+        for position, index in enumerate(self.sampler):
+            yield index, skip or (limit is not None and position >= limit)
 
     def __len__(self) -> int:
         return len(self.sampler)  # type: ignore[arg-type]
@@ -48,20 +55,20 @@ class _SkippableDataset(Dataset):
 
 
 class _SkippableCollate:
-    """The loader's collate function, or ``None`` for a batch of skipped items (a class: picklable)."""
+    """The loader's collate function on the items not skipped, or ``None`` when every item of the batch
+    was (a class: picklable)."""
 
     def __init__(self, collate: Callable[[Sequence[Any]], Any]):
         self.collate = collate
 
     def __call__(self, items: Sequence[Any]) -> Any:
-        if any(item is None for item in items):
-            return None
-        return self.collate(items)
+        kept = [item for item in items if item is not None]
+        return self.collate(kept) if kept else None
 
 
 def skippable_loader(loader: Any) -> Tuple[Any, Optional[SkippableSampler]]:
-    """``(loader, sampler)``: a copy of ``loader`` whose batches can be skipped through ``sampler.skip``,
-    or ``(loader, None)`` unchanged where that cannot be done safely (not a ``DataLoader``, an iterable
+    """``(loader, sampler)``: a copy of ``loader`` whose batches can be skipped through ``sampler.skip``
+    (or cut to an epoch's first ``sampler.limit`` items), or ``(loader, None)`` unchanged where that cannot be done safely (not a ``DataLoader``, an iterable
     dataset, or a custom batch sampler)."""
     if (not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset)
             or loader.batch_size is None):

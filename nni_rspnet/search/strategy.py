@@ -74,6 +74,8 @@ class RSPDartsModule(DartsLightningModule):
         frozen: label -> value of choices held fixed (exported as such).
         all_on: label prefixes of input choices held at the uniform average of their inputs (not exported).
         penalty: a ``penalty.ResourcePenalty`` added to the architecture loss, or ``None``.
+        val_images: images of the validation loader that score the supernet in every epoch but the
+            stage's last (0: all); the last epoch always takes all of them (see ``SearchConfig``).
         restore: state from ``state_for_checkpoint()`` to put back when training starts (resume).
 
     The architecture optimiser, clipping and temperatures have no defaults here: ``TwoStageDarts``
@@ -85,7 +87,10 @@ class RSPDartsModule(DartsLightningModule):
                  tau_init: float, tau_min: float, partial_channels: int, warmup_sampling: bool,
                  path_sampling: str, warmup_epochs: int = 0, total_epochs: Optional[int] = None,
                  epoch_offset: int = 0, frozen: Optional[Mapping[str, Any]] = None,
-                 all_on: Sequence[str] = (), penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
+                 all_on: Sequence[str] = (), penalty: Any = None, val_images: int = 0,
+                 restore: Optional[Dict[str, Any]] = None):
+        if val_images < 0:
+            raise ValueError(f"val_images must be >= 0, got {val_images}")
         if tau_init <= 0 or tau_min <= 0:
             raise ValueError(f"temperatures must be > 0, got tau_init={tau_init}, tau_min={tau_min}")
         if partial_channels < 1:
@@ -107,11 +112,14 @@ class RSPDartsModule(DartsLightningModule):
         self.total_epochs = total_epochs
         self.epoch_offset = epoch_offset
         self.penalty = penalty
+        self.val_images = val_images
         self.restore = restore
         self.tau = tau_init
         self.validation_batches = 0
         # Set by TwoStageDarts: the sampler of the architecture batches, skipped while no step uses them.
         self.arch_sampler: Optional[SkippableSampler] = None
+        # Set by TwoStageDarts: the sampler of the validation batches, cut to ``val_images`` but in the last epoch.
+        self.val_sampler: Optional[SkippableSampler] = None
 
     # NNI hooks -------------------------------------------------------------------------------------
 
@@ -306,11 +314,21 @@ class RSPDartsModule(DartsLightningModule):
 
     # validation (missing from the stock module) -------------------------------------------------------
 
+    @property
+    def last_epoch(self) -> bool:
+        """Whether this is the stage's last epoch (whose validation is the stage's result)."""
+        total = self.total_epochs if self.total_epochs is not None else (self.trainer.max_epochs or 1)
+        return self.stage_epoch >= total - 1
+
     def on_validation_epoch_start(self):
         for m in self.nas_modules:
             if isinstance(m, PathAttention):
                 m.reset_attention()
         self.validation_batches = 0
+        if self.val_sampler is not None:
+            # Only the last epoch's validation decides anything (stage 2's path attention is averaged over
+            # it); the others are progress reports, which a part of the split gives at a fraction of the cost.
+            self.val_sampler.limit = None if self.last_epoch or not self.val_images else self.val_images
         if self.warmup_sampling and not self.searching:
             self._validate_one_path()
         elif self.paths_sampled:
@@ -337,6 +355,8 @@ class RSPDartsModule(DartsLightningModule):
             self._pick_paths(generator)
 
     def validation_step(self, batch, batch_idx):
+        if batch is None:  # past this epoch's ``val_images``
+            return None
         self.validation_batches += 1
         return self.model.validation_step(batch, batch_idx)
 
@@ -393,6 +413,8 @@ class TwoStageDarts(BaseStrategy):
         partial_channels: ``K`` of PC-DARTS' partial channel connections in the cell search (1: off).
         warmup_sampling: during the warm-up epochs each cell edge trains one uniformly drawn candidate
             per step (single-path, about the cost of one network) instead of all of them.
+        path_sampling: see ``SearchConfig``.
+        val_images: images of the architecture split validated in every epoch but a stage's last (0: all).
         penalty: a ``penalty.ResourcePenalty`` (expected cost vs. a target) or ``None``.
         cell_prefix, macro_prefix: label prefixes that tell the two stages apart.
         epoch_hook: called with a dict (stage, epoch, metrics, ...) after every epoch of either stage;
@@ -421,7 +443,7 @@ class TwoStageDarts(BaseStrategy):
                  gradient_clip_val: Optional[float] = _SEARCH.grad_clip or None, tau_init: float = _SEARCH.tau_init,
                  tau_min: float = _SEARCH.tau_min, partial_channels: int = _SEARCH.partial_channels,
                  warmup_sampling: bool = _SEARCH.warmup_sampling,
-                 path_sampling: str = _SEARCH.path_sampling,
+                 path_sampling: str = _SEARCH.path_sampling, val_images: int = _SEARCH.val_images,
                  penalty: Any = None,
                  cell_prefix: str = CELL_PREFIX, macro_prefix: str = MACRO_PREFIX,
                  epoch_hook: Optional[EpochHook] = None, resume_state: Optional[Dict[str, Any]] = None):
@@ -438,7 +460,7 @@ class TwoStageDarts(BaseStrategy):
         self.module_kwargs = dict(arc_learning_rate=arc_learning_rate, arc_weight_decay=arc_weight_decay,
                                   gradient_clip_val=gradient_clip_val, tau_init=tau_init, tau_min=tau_min,
                                   partial_channels=partial_channels, warmup_sampling=warmup_sampling,
-                                  path_sampling=path_sampling)
+                                  path_sampling=path_sampling, val_images=val_images)
         self.penalty = penalty
         self.cell_prefix = cell_prefix
         self.macro_prefix = macro_prefix
@@ -461,7 +483,7 @@ class TwoStageDarts(BaseStrategy):
                    arc_weight_decay=cfg.arc_weight_decay, gradient_clip_val=cfg.grad_clip or None,
                    tau_init=cfg.tau_init, tau_min=cfg.tau_min, partial_channels=cfg.partial_channels,
                    warmup_sampling=cfg.warmup_sampling, path_sampling=cfg.path_sampling,
-                   penalty=penalty, epoch_hook=epoch_hook,
+                   val_images=cfg.val_images, penalty=penalty, epoch_hook=epoch_hook,
                    resume_state=resume_state)
 
     # BaseStrategy --------------------------------------------------------------------------------------
@@ -528,10 +550,12 @@ class TwoStageDarts(BaseStrategy):
         remaining = self.epochs[stage] - done
         if remaining > 0:
             trainer = _stage_trainer(evaluator.trainer, remaining, _EpochEnd(self, stage))
-            # A copy of the architecture loader for the steps, skipped in the warm-up; validation keeps its own.
+            # Two copies of the architecture loader: one for the steps, skipped in the warm-up, and one for
+            # validation, cut to ``val_images`` in every epoch but the last.
             arch_loader, module.arch_sampler = skippable_loader(evaluator.val_dataloaders)
+            val_loader, module.val_sampler = skippable_loader(evaluator.val_dataloaders)
             fit(trainer, module, {"train": evaluator.train_dataloaders, "val": arch_loader},
-                evaluator.val_dataloaders)  # Ctrl-C raises Interrupted: never a silently shortened stage
+                val_loader)  # Ctrl-C raises Interrupted: never a silently shortened stage
         elif state is not None:  # the stage had ended: export and go on as right after its last epoch
             module.set_temperature(float(state.get("tau", module.temperature(done - 1))))
             module.restore_rng()
