@@ -68,8 +68,8 @@ class _SkippableCollate:
 
 def skippable_loader(loader: Any) -> Tuple[Any, Optional[SkippableSampler]]:
     """``(loader, sampler)``: a copy of ``loader`` whose batches can be skipped through ``sampler.skip``
-    (or cut to an epoch's first ``sampler.limit`` items), or ``(loader, None)`` unchanged where that cannot be done safely (not a ``DataLoader``, an iterable
-    dataset, or a custom batch sampler)."""
+    (or cut to an epoch's first ``sampler.limit`` items), or ``(loader, None)`` unchanged where that
+    cannot be done safely (not a ``DataLoader``, an iterable dataset, or a custom batch sampler)."""
     if (not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset)
             or loader.batch_size is None):
         return loader, None
