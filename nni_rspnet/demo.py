@@ -82,6 +82,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = DEFAULT_CONFIG, fast: boo
                         f"cell {search_cfg.stage1_epochs}, paths {search_cfg.stage2_epochs} epochs")
 
     supernet: Dict[int, float] = {}
+    arch_images = int(round(len(datasets.train) * search_cfg.arch_fraction))  # as split_for_search splits
 
     def report(record: Dict[str, Any]) -> None:
         metrics = record.get("metrics", {})
@@ -90,8 +91,13 @@ def run_demo(out_dir: str = "runs/demo", config: str = DEFAULT_CONFIG, fast: boo
             supernet[record["stage"]] = miou
         kind = "search" if record["searching"] else (
             "warm-up, one sampled sub-network" if search_cfg.warmup_sampling and record["stage"] == 1 else "warm-up")
+        # Every epoch but a stage's last is scored on search.val_images images of the architecture split.
+        part = (0 < search_cfg.val_images < arch_images and record["epoch"] < record["epochs"]
+                and not search_cfg.limit_batches)
         print(f"  stage {record['stage']} epoch {record['epoch']}/{record['epochs']} ({kind})"
-              + (f"  supernet val mIoU {miou:.3f}" if miou is not None else ""), flush=True)
+              + (f"  supernet val mIoU {miou:.3f}" if miou is not None else "")
+              + (f" ({search_cfg.val_images} of {arch_images} images)" if miou is not None and part else ""),
+              flush=True)
 
     search_dir = os.path.join(out_dir, "search")
     found = run_search(space_cfg, search_cfg, data_cfg, search_dir, device=device, resume=resume,

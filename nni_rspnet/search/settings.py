@@ -81,7 +81,8 @@ class SearchConfig(Section):
     SECTION: ClassVar[str] = "search"
     MAXIMA: ClassVar[dict] = {"warmup_epochs": 10_000, "stage1_epochs": 10_000, "stage2_epochs": 10_000,
                               "stage2_warmup_epochs": 10_000, "latency_input_size": 8192, "latency_repeats": 1000,
-                              "threads": 1024, "val_images": 10_000_000, "rerank_candidates": 10_000, "rerank_epochs": 10_000}
+                              "threads": 1024, "val_images": 10_000_000, "rerank_candidates": 10_000,
+                              "rerank_epochs": 10_000}
 
     warmup_epochs: int = 1
     stage1_epochs: int = 3
