@@ -322,8 +322,9 @@ def test_a_warm_up_step_runs_one_sub_network_and_costs_less_than_a_stage_1_step(
     sub-network (no architecture step, one op per edge), far lighter than a relaxed stage-1 step."""
     from benchmarks import search_cost
 
+    # The 3-layer stem: at these widths a full-resolution stem layer would hold most of either step's activations.
     micro = ["space.layers=2", "space.resolutions=[4,8]", "space.channels=[8,16]", "space.cell_nodes=2",
-             "space.ops=[skip_connect,conv_3x3,sep_conv_3x3]"]
+             "space.ops=[skip_connect,conv_3x3,sep_conv_3x3]", "space.stem_layers=3"]
     base = dict(config=search_cost.os.path.join(search_cost.ROOT, "search_spaces", "tiny.yaml"), overrides=micro,
                 input_size=[32, 64], batch=2, steps=2, threads=1, device="cpu")
     warm = search_cost.worker(dict(base, **search_cost.CONFIGS["warmup_single1_pc2"]))

@@ -56,6 +56,8 @@ def test_one_default_per_setting():
                                           tau_min=search.tau_min, partial_channels=search.partial_channels,
                                           warmup_sampling=search.warmup_sampling, path_sampling=search.path_sampling)
     assert TwoStageDarts.from_config(SearchConfig(arc_lr=0.5)).module_kwargs["arc_learning_rate"] == 0.5
+    assert strategy.val_images == search.val_images
+    assert TwoStageDarts.from_config(SearchConfig(val_images=7)).val_images == 7
     internal = inspect.signature(RSPDartsModule).parameters
     assert all(internal[k].default is inspect.Parameter.empty for k in strategy.module_kwargs)  # no own default
     train = TrainConfig()

@@ -205,8 +205,8 @@ def test_validation_reads_val_images_but_in_a_stages_last_epoch():
     # warm-up x2: 20 validated; stage 1: 20 validated + 64 for the steps, then the last epoch 64 + 64; stage 2: 128
     assert reads == [20, 20, 84, 128, 128]
     assert strategy.model.validation_batches == 4  # the last epoch validated every batch
-    with pytest.raises(ValueError, match="val_images"):
-        RSPDartsModule(ToySeg(), val_images=-1, **{k: v for k, v in strategy.module_kwargs.items() if k != "val_images"})
+    with pytest.raises(ValueError, match="val_images must be >= 0, got -1"):
+        TwoStageDarts(val_images=-1)
 
 
 def test_a_skippable_loader_yields_the_same_batches_or_none():

@@ -74,8 +74,6 @@ class RSPDartsModule(DartsLightningModule):
         frozen: label -> value of choices held fixed (exported as such).
         all_on: label prefixes of input choices held at the uniform average of their inputs (not exported).
         penalty: a ``penalty.ResourcePenalty`` added to the architecture loss, or ``None``.
-        val_images: images of the validation loader that score the supernet in every epoch but the
-            stage's last (0: all); the last epoch always takes all of them (see ``SearchConfig``).
         restore: state from ``state_for_checkpoint()`` to put back when training starts (resume).
 
     The architecture optimiser, clipping and temperatures have no defaults here: ``TwoStageDarts``
@@ -87,10 +85,7 @@ class RSPDartsModule(DartsLightningModule):
                  tau_init: float, tau_min: float, partial_channels: int, warmup_sampling: bool,
                  path_sampling: str, warmup_epochs: int = 0, total_epochs: Optional[int] = None,
                  epoch_offset: int = 0, frozen: Optional[Mapping[str, Any]] = None,
-                 all_on: Sequence[str] = (), penalty: Any = None, val_images: int = 0,
-                 restore: Optional[Dict[str, Any]] = None):
-        if val_images < 0:
-            raise ValueError(f"val_images must be >= 0, got {val_images}")
+                 all_on: Sequence[str] = (), penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
         if tau_init <= 0 or tau_min <= 0:
             raise ValueError(f"temperatures must be > 0, got tau_init={tau_init}, tau_min={tau_min}")
         if partial_channels < 1:
@@ -112,14 +107,15 @@ class RSPDartsModule(DartsLightningModule):
         self.total_epochs = total_epochs
         self.epoch_offset = epoch_offset
         self.penalty = penalty
-        self.val_images = val_images
         self.restore = restore
         self.tau = tau_init
         self.validation_batches = 0
         # Set by TwoStageDarts: the sampler of the architecture batches, skipped while no step uses them.
         self.arch_sampler: Optional[SkippableSampler] = None
-        # Set by TwoStageDarts: the sampler of the validation batches, cut to ``val_images`` but in the last epoch.
+        # Set by TwoStageDarts: the sampler of the validation batches, cut to the first ``val_images`` items in
+        # every epoch but the stage's last (0: never cut).
         self.val_sampler: Optional[SkippableSampler] = None
+        self.val_images = 0
 
     # NNI hooks -------------------------------------------------------------------------------------
 
@@ -460,7 +456,10 @@ class TwoStageDarts(BaseStrategy):
         self.module_kwargs = dict(arc_learning_rate=arc_learning_rate, arc_weight_decay=arc_weight_decay,
                                   gradient_clip_val=gradient_clip_val, tau_init=tau_init, tau_min=tau_min,
                                   partial_channels=partial_channels, warmup_sampling=warmup_sampling,
-                                  path_sampling=path_sampling, val_images=val_images)
+                                  path_sampling=path_sampling)
+        if val_images < 0:
+            raise ValueError(f"val_images must be >= 0, got {val_images}")
+        self.val_images = val_images
         self.penalty = penalty
         self.cell_prefix = cell_prefix
         self.macro_prefix = macro_prefix
@@ -554,6 +553,7 @@ class TwoStageDarts(BaseStrategy):
             # validation, cut to ``val_images`` in every epoch but the last.
             arch_loader, module.arch_sampler = skippable_loader(evaluator.val_dataloaders)
             val_loader, module.val_sampler = skippable_loader(evaluator.val_dataloaders)
+            module.val_images = self.val_images
             fit(trainer, module, {"train": evaluator.train_dataloaders, "val": arch_loader},
                 val_loader)  # Ctrl-C raises Interrupted: never a silently shortened stage
         elif state is not None:  # the stage had ended: export and go on as right after its last epoch
