@@ -362,17 +362,26 @@ def record(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, job: Job
             save_arch(result["arch"], os.path.join(cfg.quality_found_dir, name), run.space)
     else:
         state["runs"][job.key] = result
-    if state["random"] is None and len(state["searches"]) >= cfg.quality_search_seeds:
-        target = statistics.mean(s["params"] for s in state["searches"].values())
-        count = cfg.quality_random if "random" in cfg.quality_groups else 0
-        state["random"] = similar_cost_archs(run, target, count, cfg.quality_param_tolerance,
-                                             [s["arch"] for s in state["searches"].values()])
-        log(f"[quality] {state['task']}: random architectures of {target:,.0f} parameters ± "
-            f"{cfg.quality_param_tolerance:.0%}: seeds {[r['seed'] for r in state['random']]}")
-        if cfg.quality_found_dir:
-            for r in state["random"]:
-                name = f"{run.space.name}-{state['task']}-random{r['seed']}.json"
-                save_arch(r["arch"], os.path.join(cfg.quality_found_dir, name), run.space)
+    draw_random(cfg, state, run, log)
+
+
+def draw_random(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, log: Log) -> None:
+    """Once every search has finished, picks the random architectures of similar cost, and again when a
+    continued run selects the random group that an earlier run (``--groups searched``) left empty. The
+    draw is deterministic, so drawing more keeps the ones already trained."""
+    count = cfg.quality_random if "random" in cfg.quality_groups else 0
+    drawn = state["random"]
+    if len(state["searches"]) < cfg.quality_search_seeds or (drawn is not None and len(drawn) >= count):
+        return
+    target = statistics.mean(s["params"] for s in state["searches"].values())
+    state["random"] = similar_cost_archs(run, target, count, cfg.quality_param_tolerance,
+                                         [s["arch"] for s in state["searches"].values()])
+    log(f"[quality] {state['task']}: random architectures of {target:,.0f} parameters ± "
+        f"{cfg.quality_param_tolerance:.0%}: seeds {[r['seed'] for r in state['random']]}")
+    if cfg.quality_found_dir:
+        for r in state["random"]:
+            name = f"{run.space.name}-{state['task']}-random{r['seed']}.json"
+            save_arch(r["arch"], os.path.join(cfg.quality_found_dir, name), run.space)
 
 
 def _mean_sd(values: Sequence[float]) -> Dict[str, Any]:
@@ -497,6 +506,7 @@ def run(cfg: BenchmarkConfig, log: Log = print) -> Dict[str, Any]:
         old = stored.get(task)
         if old and same_fingerprint(old.get("fingerprint"), run_cfg):
             states[task] = {k: v for k, v in old.items() if k not in ("summary", "settings")}
+            draw_random(cfg, states[task], run_cfg, log)
             log(f"[quality] {task}: continuing ({len(old['searches'])} searches and {len(old['runs'])} runs stored)")
         else:
             reuse = reusable_runs(old, run_cfg)

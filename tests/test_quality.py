@@ -11,7 +11,8 @@ import torch
 
 from benchmarks.baselines import plain_cnn
 from benchmarks.common import BenchmarkConfig, load_results, store_result
-from benchmarks.quality import (Job, clear_task_dir, fingerprint, main, new_state, plan, record, reusable_runs,
+from benchmarks.quality import (GROUPS, Job, clear_task_dir, draw_random, fingerprint, main, new_state, plan, record,
+                                reusable_runs,
                                 same_fingerprint, similar_cost_archs, task_config)
 from nni_rspnet.config import RunConfig
 from nni_rspnet.measure import count_params
@@ -85,12 +86,20 @@ def test_an_experiment_of_searched_networks_only_plans_no_other_training(tmp_pat
     state = new_state("digits", "builtin", run)
     assert [j.key for j in plan(cfg, state, run, 0)] == ["search seed0", "search seed1", "search seed2"]
     arch = random_arch(run.space, 1)
+    params = count_params(build_network(run.space, arch))
     for s in range(3):
         job = Job("digits", f"search seed{s}", (0, s), {"kind": "search"})
-        record(replace(cfg, quality_found_dir=None), state, run, job, {"arch": arch, "params": 1000}, print)
+        record(replace(cfg, quality_found_dir=None), state, run, job, {"arch": arch, "params": params}, print)
     assert state["random"] == []  # none drawn: no random group, and no scores of a table without them
     keys = sorted(j.key for j in plan(cfg, state, run, 0))
     assert keys == sorted(f"searched seed{s} train{t}" for s in range(3) for t in range(2))
+    # continued with every group (the stored searches kept): the random group is drawn then, and trained
+    full = replace(cfg, quality_groups=tuple(GROUPS), quality_random=2, quality_param_tolerance=0.5)
+    draw_random(full, state, run, lambda m: None)
+    assert [r["seed"] for r in state["random"]] == [r["seed"] for r in similar_cost_archs(
+        run, params, 2, 0.5, [arch])] and len(state["random"]) == 2
+    keys = {j.key for j in plan(full, state, run, 0)}
+    assert {f"{r['name']} train0" for r in state["random"]} <= keys and "plain_cnn train0" in keys
 
 def test_a_changed_search_keeps_the_stored_trainings_it_would_repeat(tmp_path):
     cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO)
