@@ -304,11 +304,13 @@ def plan(cfg: BenchmarkConfig, state: Dict[str, Any], run: RunConfig, task_index
 def reusable_runs(old: Optional[Dict[str, Any]], run: RunConfig) -> Dict[str, Dict[str, Any]]:
     """The jobs of a stored task state that a changed config would repeat exactly, by job key.
 
-    With the space and data unchanged:
-    - the reference networks and the random architectures (a random architecture is a pure function of
-      the space and its seed) when the training section is unchanged too;
-    - the searches and the supernet's scores of the table's architectures when the search section is
-      unchanged too (a search never reads the training section).
+    With the data unchanged:
+    - the reference networks (plain CNNs, LR-ASPP) when the training section and the classes and input
+      channels are unchanged: they read nothing else of the space, so a changed space keeps them;
+    - the random architectures (a pure function of the space and its seed) when the space and the
+      training section are unchanged;
+    - the searches and the supernet's scores of the table's architectures when the space and the search
+      section are unchanged (a search never reads the training section).
 
     A searched network's training never is: either its architecture or its recipe changed."""
     before = _stored_sections((old or {}).get("fingerprint"))
@@ -316,13 +318,19 @@ def reusable_runs(old: Optional[Dict[str, Any]], run: RunConfig) -> Dict[str, Di
         return {}
     now = _portable(run.to_dict())
     same = {k: before.get(k) == now.get(k) for k in ("space", "data", "train", "search")}
-    if not (same["space"] and same["data"]):
+    if not same["data"]:
         return {}
+    io = ("num_classes", "in_channels")
+    same_io = all((before.get("space") or {}).get(k) == now["space"].get(k) for k in io)
     kept: Dict[str, Dict[str, Any]] = {}
     runs = old.get("runs") or {}
+    if same["train"] and same_io:
+        kept.update({key: rec for key, rec in runs.items() if isinstance(rec, dict) and rec.get("group") in GROUPS
+                     and rec.get("group") not in ("searched", "random")})
+    if not same["space"]:
+        return kept
     if same["train"]:
-        kept.update({key: rec for key, rec in runs.items()
-                     if isinstance(rec, dict) and rec.get("group") in GROUPS and rec.get("group") != "searched"})
+        kept.update({key: rec for key, rec in runs.items() if isinstance(rec, dict) and rec.get("group") == "random"})
     if same["search"]:
         kept.update({f"search seed{s}": rec for s, rec in (old.get("searches") or {}).items() if isinstance(rec, dict)})
         if isinstance(runs.get("scores"), dict):

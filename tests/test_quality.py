@@ -12,8 +12,7 @@ import torch
 from benchmarks.baselines import plain_cnn
 from benchmarks.common import BenchmarkConfig, load_results, store_result
 from benchmarks.quality import (GROUPS, Job, clear_task_dir, draw_random, fingerprint, main, new_state, plan, record,
-                                reusable_runs,
-                                same_fingerprint, similar_cost_archs, task_config)
+                                reusable_runs, same_fingerprint, similar_cost_archs, task_config)
 from nni_rspnet.config import RunConfig
 from nni_rspnet.measure import count_params
 from nni_rspnet.space.arch import build_network, load_arch, random_arch
@@ -112,9 +111,13 @@ def test_a_changed_search_keeps_the_stored_trainings_it_would_repeat(tmp_path):
     assert fingerprint(new_search) != old["fingerprint"]
     kept = reusable_runs(old, new_search)
     assert sorted(kept) == ["plain_cnn train0", "random 9 train1"]  # never a searched network
-    for changed in ("train.epochs=2", "data.num_train=30", "space.head_channels=16"):
+    for changed in ("train.epochs=2", "data.num_train=30", "space.num_classes=7"):
         other = RunConfig.load(cfg.tiny_config, MICRO + [changed])
         assert reusable_runs(old, other) == {}, changed
+    # a changed space keeps the reference networks, which read only its classes and input channels
+    new_space = RunConfig.load(cfg.tiny_config,
+                               MICRO + ["space.head_channels=16", "train.threads=1", "search.threads=1"])
+    assert sorted(reusable_runs(old, new_space)) == ["plain_cnn train0"]
     assert reusable_runs(None, run) == {} and reusable_runs({"fingerprint": "not json"}, run) == {}
 
 
