@@ -18,6 +18,7 @@ from .fileio import atomic_write_text, make_dirs, write_json
 from .measure import count_macs, count_params, measure_latency
 from .schema import DEFAULT_CONFIG
 from .search.driver import run_search
+from .search.split import arch_part_size
 from .seg.data import build_datasets
 from .seg.deploy import export_onnx, export_torchscript, load_model
 from .seg.evaluate import evaluate_network
@@ -82,7 +83,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = DEFAULT_CONFIG, fast: boo
                         f"cell {search_cfg.stage1_epochs}, paths {search_cfg.stage2_epochs} epochs")
 
     supernet: Dict[int, float] = {}
-    arch_images = int(round(len(datasets.train) * search_cfg.arch_fraction))  # as split_for_search splits
+    arch_images = arch_part_size(len(datasets.train), search_cfg.arch_fraction)
 
     def report(record: Dict[str, Any]) -> None:
         metrics = record.get("metrics", {})
