@@ -54,7 +54,8 @@ from nni_rspnet.config import RunConfig
 from nni_rspnet.fileio import save_figure
 from nni_rspnet.measure import count_macs, count_params
 from nni_rspnet.search.driver import run_search
-from nni_rspnet.search.rank_check import (SupernetScorer, rank_correlation, run_rank_check, scoring_batches)
+from nni_rspnet.search.rank_check import (SupernetScorer, rank_correlation, run_rank_check, scoring_batches,
+                                          training_agreement)
 from nni_rspnet.seg.data import Datasets, build_datasets
 from nni_rspnet.seg.train import train_network
 from nni_rspnet.space.arch import build_network, random_arch, save_arch
@@ -206,7 +207,7 @@ def execute(spec: Dict[str, Any]) -> Dict[str, Any]:
         return record
     if kind == "rank":
         result = run_rank_check(spec["search_dir"], run.space, run.data, run.train, spec["dir"],
-                                n=spec["n"], epochs=spec["epochs"], seed=0,
+                                n=spec["n"], epochs=spec["epochs"], seed=0, seeds=1,  # the table has the noise
                                 log=lambda s: print(f"[quality] {spec['task']} {s}", flush=True))
         return {k: result.get(k) for k in ("kendall_tau", "kendall_p", "kendall_ci", "spearman", "spearman_p", "trained",
                                             "macs_kendall_tau", "macs_kendall_p", "cell_reliance")} | {
@@ -434,11 +435,14 @@ def summarize(state: Dict[str, Any]) -> Dict[str, Any]:
     pool = [a for a in archs.values() if a["group"] in ("searched", "random")]
     table_macs_tau = (dict(rank_correlation([float(a["macs"]) for a in pool], [a["mean"] for a in pool]), n=len(pool))
                       if len(pool) >= 2 and random_means else None)
+    # How far two trainings of the same architectures agree: the ceiling of every rank correlation above, and why
+    # a margin over the best of the random ones is hard to show where it is low.
+    noise = training_agreement([a["values"] for a in pool]) if pool else None
     mean_rank = ([a["rank_among_random"] for a in searched if a["rank_among_random"] is not None])
     return {"groups": groups, "archs": sorted(archs.values(), key=lambda a: (GROUPS.index(a["group"]), a["name"])),
             "searched_mean_rank": statistics.mean(mean_rank) if mean_rank else None, "goal": goal,
             "rank_check": state["runs"].get("rank check"), "table_tau": table_tau,
-            "table_macs_tau": table_macs_tau}
+            "table_macs_tau": table_macs_tau, "training_noise": noise}
 
 
 def section_result(cfg: BenchmarkConfig, states: Dict[str, Dict[str, Any]], runs: Dict[str, RunConfig],

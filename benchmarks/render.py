@@ -7,7 +7,7 @@ import os
 import statistics
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from nni_rspnet.search.rank_check import interval_text, reliance_line
+from nni_rspnet.search.rank_check import agreement_line, interval_text, reliance_line
 from nni_rspnet.space.model import SpaceConfig
 
 from .common import QUALITY_GROUPS, ROOT, SECTIONS, BenchmarkConfig, results_path
@@ -250,6 +250,10 @@ def render_quality(r: Dict[str, Any]) -> str:
         if mt and mt.get("kendall_tau") is not None:
             lines.append(f"Their MACs (the criterion of the search's stage 3, `search.rerank_by: macs`) against the "
                          f"same means, over the {mt['n']} searched and random architectures: {_tau(mt)}.")
+        noise = agreement_line(sm.get("training_noise"))
+        if noise:
+            lines.append(noise.replace("Training noise (", "Training noise of the searched and random networks (")
+                         + ".")
         if lines:
             parts.append("\n".join(f"- {line}" for line in lines))
     return "\n\n".join(parts)

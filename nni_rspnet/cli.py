@@ -503,7 +503,11 @@ def _args_rank_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=5,
                    help="training epochs of each architecture alone (default 5; the rest of the recipe is the "
                         "config's train section)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random architectures and of the trainings")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random architectures and of the first trainings")
+    p.add_argument("--seeds", type=int, default=2,
+                   help="trainings of each architecture (seeds SEED, SEED+1, ...; default 2): their mean is what the "
+                        "supernet is judged against, and how far they agree with each other says whether the "
+                        "architectures differ by more than training noise at all (1 halves the time, without that)")
     p.add_argument("--calib-batches", type=int, default=10,
                    help="batches for re-estimating BatchNorm statistics per architecture (default 10)")
     p.add_argument("--score-batches", type=int, default=0,
@@ -529,7 +533,7 @@ def _cmd_rank_check(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(args.search, "rank_check")
     result = run_rank_check(args.search, cfg.space, cfg.data, cfg.train, out, n=args.num,
                             epochs=args.epochs, seed=args.seed, device=args.device, calib_batches=args.calib_batches,
-                            score_batches=args.score_batches)
+                            score_batches=args.score_batches, seeds=args.seeds)
     print(format_table(result))
     print(f"written to {os.path.join(out, 'rank_check.json')} and {os.path.join(out, 'rank_check.png')}")
     return 0

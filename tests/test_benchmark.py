@@ -94,8 +94,9 @@ def test_results_merge_across_runs_and_goals(tmp_path):
     runs = {f"{n} train{t}": {"group": g, "name": n, "seed": t, "params": 1000, "macs": 2e6, "val_miou": v}
             for g, n, t, v in [("searched", "searched seed0", 0, 0.50), ("searched", "searched seed0", 1, 0.52),
                                ("random", "random 3", 0, 0.49), ("random", "random 3", 1, 0.47),
+                               ("random", "random 4", 0, 0.44), ("random", "random 4", 1, 0.46),
                                ("plain_cnn", "plain CNN", 0, 0.40), ("lraspp", "LR-ASPP-MobileNetV3-Large", 0, 0.30)]}
-    state = {"task": "digits", "searches": {}, "random": [{"name": "random 3"}], "runs": runs}
+    state = {"task": "digits", "searches": {}, "random": [{"name": "random 3"}, {"name": "random 4"}], "runs": runs}
     settings = {"config": "search_spaces/tiny.yaml", "data": "builtin", "num_classes": 11, "num_train": 4,
                 "num_val": 2, "image_size": [32, 64], "batch_size": 2, "search_epochs": [1, 2, 3],
                 "search_limit_batches": 20, "train": {"epochs": 1, "optimizer": "adamw", "lr": 0.003}}
@@ -113,6 +114,8 @@ def test_results_merge_across_runs_and_goals(tmp_path):
     assert "0.5100 ± 0.0141 (2 runs)" in page and statistics.mean([0.5, 0.52]) == pytest.approx(0.51)
     assert "| searched seed0 | 1,000 | 2.0 M | 0.5100 ± 0.0141 (2 runs) | 0.5000, 0.5200 | 1 |" in page
     assert "![val mIoU per group, one point per training run](docs/quality.png)" in page
+    # the trainings' own agreement over the searched and random networks (3 of them, 2 seeds each)
+    assert "- Training noise of the searched and random networks (2 seeds per architecture, 3 architectures)" in page
     assert "## Search cost\n\nNot run yet." in page
     assert "trained only" not in page  # every group was trained
     # an experiment that trained only the searched networks (--groups searched) shows only that group

@@ -21,6 +21,20 @@ MICRO = ["space.layers=3", "space.resolutions=[4,8]", "space.channels=[8,16]", "
          "space.rsp_depth=1", "space.ops=[skip_connect,conv_3x3,sep_conv_3x3]"]
 
 
+@pytest.fixture(autouse=True)
+def repo_found_untouched():
+    """No test writes the shipped architectures (``BenchmarkConfig``'s default ``quality_found_dir`` is the
+    repository's ``search_spaces/found``): a test that forgets ``quality_found_dir=None`` fails here."""
+    found = BenchmarkConfig().quality_found_dir
+
+    def listing():
+        return {n: open(os.path.join(found, n), "rb").read() for n in sorted(os.listdir(found))}
+
+    before = listing()
+    yield
+    assert listing() == before, f"a test wrote into {found}"
+
+
 def test_plain_cnn_is_the_baseline_of_the_issue():
     net = plain_cnn(11)
     assert count_params(net) == 107_675  # "about 108k parameters"
@@ -50,7 +64,7 @@ def test_random_architectures_of_similar_cost_are_deterministic(tmp_path):
 
 
 def test_plan_runs_one_of_each_kind_first_and_skips_finished_runs(tmp_path):
-    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO)
+    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO, quality_found_dir=None)
     run = task_config(cfg, "builtin")
     own = RunConfig.load(cfg.tiny_config, MICRO)  # the budgets are the config's own, not the benchmark's
     assert run.train.epochs == own.train.epochs and run.search.stage1_epochs == own.search.stage1_epochs
@@ -79,7 +93,7 @@ def test_plan_runs_one_of_each_kind_first_and_skips_finished_runs(tmp_path):
 
 
 def test_an_experiment_of_searched_networks_only_plans_no_other_training(tmp_path):
-    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO, quality_groups=("searched",),
+    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO, quality_found_dir=None, quality_groups=("searched",),
                   quality_rank_archs=0)
     run = task_config(cfg, "builtin")
     state = new_state("digits", "builtin", run)
@@ -101,7 +115,7 @@ def test_an_experiment_of_searched_networks_only_plans_no_other_training(tmp_pat
     assert {f"{r['name']} train0" for r in state["random"]} <= keys and "plain_cnn train0" in keys
 
 def test_a_changed_search_keeps_the_stored_trainings_it_would_repeat(tmp_path):
-    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO)
+    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO, quality_found_dir=None)
     run = task_config(cfg, "builtin")
     runs = {"plain_cnn train0": {"group": "plain_cnn", "val_miou": 0.3},
             "random 9 train1": {"group": "random", "name": "random 9", "val_miou": 0.4},
@@ -122,7 +136,7 @@ def test_a_changed_search_keeps_the_stored_trainings_it_would_repeat(tmp_path):
 
 
 def test_a_changed_recipe_keeps_the_searches_and_their_folders(tmp_path):
-    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO)
+    cfg = replace(BenchmarkConfig(out_dir=str(tmp_path)), quality_overrides=MICRO, quality_found_dir=None)
     run = task_config(cfg, "builtin")
     search = {"arch": {"cell/node0/op0": "conv_3x3"}, "params": 1000, "dir": str(tmp_path / "search_seed0")}
     runs = {"plain_cnn train0": {"group": "plain_cnn", "val_miou": 0.3}, "scores": {"scores": {"a": 0.1}},
@@ -152,7 +166,7 @@ def test_a_moved_output_folder_keeps_its_shapes_runs(tmp_path, monkeypatch):
     made = []
     monkeypatch.setattr(quality, "make_shapes", lambda path, *a: made.append(path) or {"path": path})
     runs = {"plain_cnn train0": {"group": "plain_cnn", "val_miou": 0.3}}
-    here = replace(BenchmarkConfig(out_dir=str(tmp_path / "a")), quality_overrides=MICRO)
+    here = replace(BenchmarkConfig(out_dir=str(tmp_path / "a")), quality_overrides=MICRO, quality_found_dir=None)
     there = replace(here, out_dir=str(tmp_path / "b"))
     old = dict(new_state("shapes", "shapes", task_config(here, "shapes")), runs=runs)
     moved = task_config(there, "shapes")

@@ -12,7 +12,8 @@ from nni_rspnet.errors import ConfigError, ModelFileError
 from nni_rspnet.schema import load_section
 from nni_rspnet.search.driver import run_search
 from nni_rspnet.search.rank_check import (SupernetScorer, cell_reliance, cells_scaled, rank_correlation, ranks,
-                                          read_search_config, reliance_line, sample_archs, scoring_batches)
+                                          read_search_config, reliance_line, sample_archs, scoring_batches,
+                                          training_agreement)
 from nni_rspnet.search.settings import SearchConfig
 from nni_rspnet.seg.data import DataConfig
 from nni_rspnet.space.arch import build_network, load_arch, random_arch
@@ -154,20 +155,53 @@ def test_tau_comes_with_a_bootstrap_interval_and_a_wide_one_is_no_verdict():
     assert verdict(0.4, None).startswith("the supernet's ranking agrees only loosely")  # no interval: the old reading
 
 
+def test_training_agreement_is_the_ceiling_of_a_rank_check_and_a_low_one_is_no_verdict():
+    """Trainings that disagree with themselves are no yardstick for the supernet: the check says so."""
+    from nni_rspnet.search.rank_check import agreement_line, verdict
+    # the quality benchmark's shapes: 8 architectures of one cost band, trained with seeds 0 and 1 for 15 epochs
+    shapes = [[0.5766, 0.5824], [0.5330, 0.5532], [0.5427, 0.5513], [0.5431, 0.5184], [0.5968, 0.5423],
+              [0.5594, 0.5509], [0.5859, 0.6026], [0.5556, 0.5531]]
+    a = training_agreement(shapes)
+    assert a["seeds"] == 2 and a["archs"] == 8
+    assert a["icc"] == pytest.approx(0.51, abs=0.01) and a["tau_ceiling"] == pytest.approx(0.61, abs=0.01)
+    assert a["seed_tau"] == pytest.approx(0.34, abs=0.01) and a["within_sd"] == pytest.approx(0.0167, abs=5e-4)
+    assert training_agreement([r[::-1] for r in shapes]) == pytest.approx(a)  # seeds are exchangeable
+    # architectures far apart with little noise: the trainings agree, the ceiling is near 1
+    clear = training_agreement([[0.1 * i, 0.1 * i + 0.001 * (-1) ** i] for i in range(6)])
+    assert clear["icc"] > 0.99 and clear["tau_ceiling"] > 0.9
+    # one architecture trained six times over: nothing but noise
+    noise = training_agreement([[0.50, 0.52], [0.52, 0.50], [0.51, 0.49], [0.49, 0.51]])
+    assert noise["icc"] == 0.0 and noise["between_sd"] == 0.0 and noise["tau_ceiling"] == 0.0
+    for bad in ([], [[0.5, 0.6]] * 2, [[0.5]] * 4, [[0.5, 0.6], [0.5, 0.6], [0.5]]):
+        assert training_agreement(bad) is None
+    assert verdict(0.9, [0.7, 1.0], 8, noise).startswith("no verdict on the supernet: the trainings alone disagree")
+    assert verdict(0.9, [0.7, 1.0], 8, a).startswith("the supernet ranks architectures much as")  # 0.61: a yardstick
+    assert verdict(0.9, [0.7, 1.0], 8, None).startswith("the supernet ranks architectures much as")
+    assert "ICC 0.51" in agreement_line(a) and "reach +0.61" in agreement_line(a) and agreement_line(None) == ""
+
+
 def test_command_writes_table_json_and_plot(search, tmp_path, capsys):
     space, _, _, out = search
     rc = tmp_path / "rc"
     assert main(["rank-check", "--search", out, "-n", "3", "--epochs", "1", "--out", str(rc), "--threads", "1",
-                 "--calib-batches", "2"]) == 0
+                 "--calib-batches", "2"]) == 0  # two seeds per architecture by default
     printed = capsys.readouterr().out
-    assert "Kendall tau" in printed and "searched *" in printed
+    assert "Kendall tau" in printed and "searched *" in printed and "the mean of seeds 0 to 1" in printed
+    assert "Training noise (2 seeds per architecture, 3 architectures)" in printed
     result = json.loads((rc / "rank_check.json").read_text())
     assert result["complete"] and result["trained"] == 3 and len(result["archs"]) == 3
     assert [a["searched"] for a in result["archs"]] == [True, False, False]
     assert result["archs"][0]["arch"] == load_arch(os.path.join(out, "arch.json"))
     for a in result["archs"]:
         assert 0 <= a["supernet_miou"] <= 1 and 0 <= a["trained_miou"] <= 1 and a["params"] > 0
+        assert len(a["trained_mious"]) == 2 and a["trained_miou"] == pytest.approx(sum(a["trained_mious"]) / 2)
         assert (rc / "train" / a["name"] / "model.pt").is_file()
+    from nni_rspnet.seg.deploy import load_model
+    first, second = (next(iter(load_model(str(rc / "train" / d / "model.pt")).state_dict().values()))
+                     for d in ("searched", "searched-seed1"))
+    assert not torch.equal(first, second)  # the second training started from other weights (seed 1)
+    assert result["agreement"] == training_agreement([a["trained_mious"] for a in result["archs"]])
+    assert result["agreement"]["seeds"] == 2 and result["settings"]["seeds"] == 2
     # tau is defined unless one side is constant (micro networks trained 1 epoch may all predict background)
     varied = all(len({a[k] for a in result["archs"]}) > 1 for k in ("supernet_miou", "trained_miou"))
     if varied:
@@ -188,6 +222,14 @@ def test_command_writes_table_json_and_plot(search, tmp_path, capsys):
     assert "kept from an earlier run" in capsys.readouterr().out
     assert (rc / "train" / "searched" / "model.pt").stat().st_mtime_ns == stamp
     assert json.loads((rc / "rank_check.json").read_text())["kendall_tau"] == result["kendall_tau"]
+    # a third seed trains only seed 2 of each architecture and keeps the two before it
+    assert main(["rank-check", "--search", out, "-n", "3", "--epochs", "1", "--out", str(rc), "--threads", "1",
+                 "--calib-batches", "2", "--seeds", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("(kept from an earlier run)") == 6 and printed.count("(seed 2)") == 3
+    more = json.loads((rc / "rank_check.json").read_text())
+    assert [a["trained_mious"][:2] for a in more["archs"]] == [a["trained_mious"] for a in result["archs"]]
+    assert more["agreement"]["seeds"] == 3 and (rc / "train" / "searched" / "model.pt").stat().st_mtime_ns == stamp
 
 
 def test_bad_inputs_are_one_line_errors(search, tmp_path, capsys):
