@@ -416,7 +416,8 @@ def training_agreement(runs: Sequence[Sequence[float]]) -> Optional[Dict[str, An
     """How far trainings alone agree with themselves: the noise ceiling of any rank correlation against them.
 
     ``runs`` holds, per architecture, its trained mIoUs with seeds ``0 .. K-1`` (the same ``K >= 2`` for every
-    one, at least 3 architectures); ``None`` otherwise. Returns:
+    one, at least 3 architectures); ``None`` otherwise, and where every value is the same (networks that all
+    predict background agree perfectly and say nothing). Returns:
 
     - ``within_sd``: the spread of one architecture over seeds; ``between_sd``: the spread of the
       architectures' true means (one-way ANOVA: the variance of the means less ``within**2 / K``, at least 0);
@@ -438,7 +439,9 @@ def training_agreement(runs: Sequence[Sequence[float]]) -> Optional[Dict[str, An
     values = np.asarray(runs, dtype=float)
     within = float(values.var(axis=1, ddof=1).mean())
     between = max(float(values.mean(axis=1).var(ddof=1)) - within / k, 0.0)
-    icc = between / (between + within) if between + within > 0 else 0.0
+    if between + within == 0:
+        return None
+    icc = between / (between + within)
     reliability = k * icc / (1 + (k - 1) * icc)
     return {"seeds": k, "archs": len(runs), "within_sd": math.sqrt(within), "between_sd": math.sqrt(between),
             "icc": icc, "seed_tau": 2 / math.pi * math.asin(icc), "mean_reliability": reliability,
