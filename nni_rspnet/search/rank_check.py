@@ -726,7 +726,7 @@ def verdict(tau: Optional[float], ci: Optional[Sequence[float]] = None, n: Optio
 def plot_rank_check(result: Mapping[str, Any], path: str) -> None:
     """A scatter plot of supernet mIoU against trained mIoU, the searched architecture marked (atomic)."""
     archs = [r for r in result["archs"] if r.get("trained_miou") is not None]
-    fig = Figure(figsize=(5.2, 4.2))
+    fig = Figure(figsize=(5.6, 4.2))
     ax = fig.subplots()
     for r in archs:
         runs = r.get("trained_mious") or []
@@ -737,9 +737,13 @@ def plot_rank_check(result: Mapping[str, Any], path: str) -> None:
         ax.annotate(r["name"], (r["supernet_miou"], r["trained_miou"]), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")
     ax.set_xlabel("supernet mIoU (architecture split, recalibrated BN)")
-    ax.set_ylabel(f"mIoU trained alone ({result['settings']['epochs']} epochs, val split)")
-    ax.set_title(f"Kendall tau {_fmt(result['kendall_tau'], 2)}, Spearman {_fmt(result['spearman'], 2)} "
-                 f"({len(archs)} architectures)", fontsize=10)
+    seeds = result["settings"].get("seeds", 1)
+    ax.set_ylabel(f"mIoU trained alone ({result['settings']['epochs']} epochs, val split"
+                  + (f")\nmean and range of {seeds} seeds" if seeds > 1 else ")"), fontsize=9)
+    agreement = result.get("agreement")
+    ceiling = f" (ceiling {_fmt(agreement['tau_ceiling'], 2)})" if agreement else ""
+    ax.set_title(f"Kendall tau {_fmt(result['kendall_tau'], 2)}{ceiling}, Spearman {_fmt(result['spearman'], 2)} "
+                 f"({len(archs)} architectures)", fontsize=9)
     ax.locator_params(axis="x", nbins=5)  # scores can sit close together: keep their labels apart
     ax.grid(alpha=0.3)
     fig.tight_layout()
