@@ -250,10 +250,9 @@ def render_quality(r: Dict[str, Any]) -> str:
         if mt and mt.get("kendall_tau") is not None:
             lines.append(f"Their MACs (the criterion of the search's stage 3, `search.rerank_by: macs`) against the "
                          f"same means, over the {mt['n']} searched and random architectures: {_tau(mt)}.")
-        noise = agreement_line(sm.get("training_noise"))
+        noise = agreement_line(sm.get("training_noise"), of=" of the searched and random networks")
         if noise:
-            lines.append(noise.replace("Training noise (", "Training noise of the searched and random networks (")
-                         + ".")
+            lines.append(noise + ".")
         if lines:
             parts.append("\n".join(f"- {line}" for line in lines))
     return "\n\n".join(parts)

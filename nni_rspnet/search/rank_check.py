@@ -448,11 +448,11 @@ def training_agreement(runs: Sequence[Sequence[float]]) -> Optional[Dict[str, An
             "tau_ceiling": 2 / math.pi * math.asin(math.sqrt(reliability))}
 
 
-def agreement_line(agreement: Optional[Mapping[str, Any]]) -> str:
-    """One line on the trainings' own agreement ('' without it)."""
+def agreement_line(agreement: Optional[Mapping[str, Any]], of: str = "") -> str:
+    """One line on the trainings' own agreement ('' without it); ``of`` names the trainings (" of the ...")."""
     if not agreement:
         return ""
-    return (f"Training noise ({agreement['seeds']} seeds per architecture, {agreement['archs']} architectures): one "
+    return (f"Training noise{of} ({agreement['seeds']} seeds per architecture, {agreement['archs']} architectures): one "
             f"architecture's seeds spread {agreement['within_sd'] * 100:.1f} points (sd), the architectures "
             f"{agreement['between_sd'] * 100:.1f} (ICC {agreement['icc']:.2f}); two trainings rank them alike at "
             f"Kendall tau {agreement['seed_tau']:+.2f}, and a perfect score would reach {agreement['tau_ceiling']:+.2f} "
