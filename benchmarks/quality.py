@@ -36,7 +36,9 @@ the page and the architectures it quotes always describe the config as it is.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
 import shutil
 import statistics
@@ -398,6 +400,35 @@ def _mean_sd(values: Sequence[float]) -> Dict[str, Any]:
             "sd": statistics.stdev(values) if len(values) > 1 else None, "n": len(values), "values": list(values)}
 
 
+def search_vs_random(searched: Sequence[float], random: Sequence[float]) -> Optional[Dict[str, Any]]:
+    """Does the search beat chance? The searched architectures' mean mIoU against the random ones', by an exact
+    one-sided permutation test over the architecture means (each the mean of its trainings).
+
+    Under the null hypothesis the search draws from the same distribution as the random draws, so every
+    split of the ``n`` means into ``k`` "searched" and ``n - k`` "random" is as likely; ``p`` is the share of
+    splits whose mean difference is at least the observed one. It asks what the issue's margin over the
+    *best* random architecture cannot: the best of 5 noisy means sits above the random mean by selection
+    alone, so that margin is missed by most good searches (BENCHMARKS, quality). ``min_p`` (``1 / C(n, k)``)
+    is the smallest p the design can give: 1/56 for 3 searched and 5 random architectures. ``None`` without
+    at least one of each and three in all."""
+    if not searched or not random or len(searched) + len(random) < 3:
+        return None
+    # Every split enumerated (scipy's permutation_test needs two architectures per group; a design has at most
+    # a few thousand splits: C(15, 5) = 3003).
+    values, k = list(searched) + list(random), len(searched)
+    total = sum(values)
+
+    def gain(chosen: Sequence[int]) -> float:
+        inside = sum(values[i] for i in chosen)
+        return inside / k - (total - inside) / (len(values) - k)
+
+    observed = gain(range(k))
+    splits = list(itertools.combinations(range(len(values)), k))
+    p = sum(gain(c) >= observed - 1e-12 for c in splits) / len(splits)
+    return {"gain": observed, "p": p, "n_searched": k, "n_random": len(random),
+            "min_p": 1 / math.comb(len(values), k)}
+
+
 def summarize(state: Dict[str, Any]) -> Dict[str, Any]:
     """Per group and per architecture statistics, the searched architectures' rank among the random
     ones, the goal and the table's rank correlation, from the finished runs of a task."""
@@ -439,10 +470,11 @@ def summarize(state: Dict[str, Any]) -> Dict[str, Any]:
     # a margin over the best of the random ones is hard to show where it is low.
     noise = training_agreement([a["values"] for a in pool]) if pool else None
     mean_rank = ([a["rank_among_random"] for a in searched if a["rank_among_random"] is not None])
+    versus = search_vs_random([a["mean"] for a in searched], random_means)
     return {"groups": groups, "archs": sorted(archs.values(), key=lambda a: (GROUPS.index(a["group"]), a["name"])),
             "searched_mean_rank": statistics.mean(mean_rank) if mean_rank else None, "goal": goal,
             "rank_check": state["runs"].get("rank check"), "table_tau": table_tau,
-            "table_macs_tau": table_macs_tau, "training_noise": noise}
+            "table_macs_tau": table_macs_tau, "training_noise": noise, "search_vs_random": versus}
 
 
 def section_result(cfg: BenchmarkConfig, states: Dict[str, Dict[str, Any]], runs: Dict[str, RunConfig],

@@ -177,6 +177,13 @@ def _tau(d: Optional[Dict[str, Any]]) -> str:
             f"{d['spearman']:+.2f} (p {d['spearman_p']:.2f})")
 
 
+def search_vs_random_line(vs: Dict[str, Any]) -> str:
+    """The exact permutation test of the searched architectures against the random ones (``quality.search_vs_random``)."""
+    return (f"Searched against random architectures, over their means (exact one-sided permutation test, "
+            f"{vs['n_searched']} against {vs['n_random']}): {vs['gain'] * 100:+.1f} points, p {vs['p']:.3f} "
+            f"(the smallest p this design can give: {vs['min_p']:.3f})")
+
+
 def quality_goal_text(goal: Dict[str, Any]) -> str:
     """The numbers behind the quality goal of one task."""
     peers = ", ".join(f"{name} {goal[k]:.4f}" for k, name in (("plain_cnn", "best plain CNN"), ("lraspp", "LR-ASPP"))
@@ -234,6 +241,9 @@ def render_quality(r: Dict[str, Any]) -> str:
         if sm.get("searched_mean_rank") is not None:
             lines.append(f"Searched architectures' mean rank among the {len(t.get('random') or [])} random ones "
                          f"(1 = better than all): {sm['searched_mean_rank']:.1f}.")
+        vs = sm.get("search_vs_random")
+        if vs:
+            lines.append(search_vs_random_line(vs) + ".")
         rc = sm.get("rank_check")
         if rc:
             lines.append(f"`nni-rspnet rank-check` on search seed 0 ({rc['n']} architectures: its own and random "

@@ -116,6 +116,9 @@ def test_results_merge_across_runs_and_goals(tmp_path):
     assert "![val mIoU per group, one point per training run](docs/quality.png)" in page
     # the trainings' own agreement over the searched and random networks (3 of them, 2 seeds each)
     assert "- Training noise of the searched and random networks (2 seeds per architecture, 3 architectures)" in page
+    # one searched against two random architectures: 3 splits, the searched one's is the best of them
+    assert ("- Searched against random architectures, over their means (exact one-sided permutation test, 1 against 2): "
+            "+4.5 points, p 0.333 (the smallest p this design can give: 0.333)." in page)
     assert "## Search cost\n\nNot run yet." in page
     assert "trained only" not in page  # every group was trained
     # an experiment that trained only the searched networks (--groups searched) shows only that group
@@ -132,6 +135,20 @@ def test_results_merge_across_runs_and_goals(tmp_path):
     miou = next(r for r in goals({"quality": {"tasks": {"digits": {"summary": summarize(state)}}}})
                 if r[0].startswith("digits"))
     assert miou[2] == "**not met**" and "best random 0.5100 (random 3, +0.0 points)" in miou[1]
+
+
+def test_search_against_random_is_an_exact_permutation_test_of_the_architecture_means():
+    from benchmarks.quality import search_vs_random
+
+    # the digits table of BENCHMARKS (stem 4): all 3 searched above all 5 random, the one split of 56 that does it
+    digits = search_vs_random([0.6362, 0.6306, 0.6248], [0.6231, 0.6164, 0.6136, 0.5929, 0.5864])
+    assert digits["p"] == pytest.approx(1 / 56) == pytest.approx(digits["min_p"])
+    assert digits["gain"] == pytest.approx(0.6305333 - 0.60648, abs=1e-6)
+    # the shapes table: the searched mean below the random mean; 34 of the 56 splits reach the observed difference
+    # (scipy.stats.permutation_test, exact, gives 0.6071 too)
+    shapes = search_vs_random([0.5795, 0.5470, 0.5431], [0.5943, 0.5697, 0.5551, 0.5544, 0.5308])
+    assert shapes["gain"] < 0 and shapes["p"] == pytest.approx(34 / 56)
+    assert search_vs_random([], [0.5, 0.6]) is None and search_vs_random([0.5], [0.6]) is None
 
 
 def test_the_quality_note_says_why_a_fair_ranking_missed_the_goal():
