@@ -148,6 +148,9 @@ def test_search_against_random_is_an_exact_permutation_test_of_the_architecture_
     # (scipy.stats.permutation_test, exact, gives 0.6071 too)
     shapes = search_vs_random([0.5795, 0.5470, 0.5431], [0.5943, 0.5697, 0.5551, 0.5544, 0.5308])
     assert shapes["gain"] < 0 and shapes["p"] == pytest.approx(34 / 56)
+    # a design too large to enumerate (C(40, 10) splits) takes scipy's Monte Carlo test: the searched ten clearly ahead
+    many = search_vs_random([0.60 + 0.001 * i for i in range(10)], [0.50 + 0.001 * i for i in range(30)])
+    assert many["p"] < 1e-4 and many["gain"] == pytest.approx(0.09)
     assert search_vs_random([], [0.5, 0.6]) is None and search_vs_random([0.5], [0.6]) is None
 
 
