@@ -36,7 +36,6 @@ the page and the architectures it quotes always describe the config as it is.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -402,11 +401,15 @@ def _mean_sd(values: Sequence[float]) -> Dict[str, Any]:
             "sd": statistics.stdev(values) if len(values) > 1 else None, "n": len(values), "values": list(values)}
 
 
-EXACT_SPLITS = 100_000  # search_vs_random enumerates every split up to this many
+PERMUTATIONS = 100_000  # search_vs_random: exact up to this many splits, a Monte Carlo sample of this many beyond
+
+
+def _mean_gap(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
 def search_vs_random(searched: Sequence[float], random: Sequence[float]) -> Optional[Dict[str, Any]]:
-    """Does the search beat chance? The searched architectures' mean mIoU against the random ones', by an exact
+    """Does the search beat chance? The searched architectures' mean mIoU against the random ones', by a
     one-sided permutation test over the architecture means (each the mean of its trainings).
 
     Under the null hypothesis the search draws from the same distribution as the random draws, so every
@@ -414,30 +417,22 @@ def search_vs_random(searched: Sequence[float], random: Sequence[float]) -> Opti
     splits whose mean difference is at least the observed one. It asks what the issue's margin over the
     *best* random architecture cannot: the best of 5 noisy means sits above the random mean by selection
     alone, so that margin is missed by most good searches (BENCHMARKS, quality). ``min_p`` (``1 / C(n, k)``)
-    is the smallest p the design can give: 1/56 for 3 searched and 5 random architectures. ``None`` without
-    at least one of each and three in all."""
+    is the smallest p the design can give: 1/56 for 3 searched and 5 random architectures. The test is
+    exact up to ``PERMUTATIONS`` splits (scipy's ``permutation_test`` enumerates them), a Monte Carlo
+    sample beyond. ``None`` without at least one of each and three in all."""
     if not searched or not random or len(searched) + len(random) < 3:
         return None
     values, k = list(searched) + list(random), len(searched)
-    if math.comb(len(values), k) > EXACT_SPLITS:  # a large design: scipy's Monte Carlo version of the same test
-        res = stats.permutation_test((list(searched), list(random)), lambda x, y, axis: np.mean(x, axis=axis)
-                                     - np.mean(y, axis=axis), permutation_type="independent", alternative="greater",
-                                     vectorized=True, n_resamples=EXACT_SPLITS, random_state=0)
-        return {"gain": float(res.statistic), "p": float(res.pvalue), "n_searched": k, "n_random": len(random),
-                "min_p": 1 / math.comb(len(values), k)}
-    # Every split enumerated (scipy's permutation_test needs two architectures per group; the issue's design of
-    # 3 searched and 5 random has 56 splits).
-    total = sum(values)
-
-    def gain(chosen: Sequence[int]) -> float:
-        inside = sum(values[i] for i in chosen)
-        return inside / k - (total - inside) / (len(values) - k)
-
-    observed = gain(range(k))
-    splits = list(itertools.combinations(range(len(values)), k))
-    p = sum(gain(c) >= observed - 1e-12 for c in splits) / len(splits)
-    return {"gain": observed, "p": p, "n_searched": k, "n_random": len(random),
-            "min_p": 1 / math.comb(len(values), k)}
+    design = {"n_searched": k, "n_random": len(random), "min_p": 1 / math.comb(len(values), k)}
+    if k == 1 or len(random) == 1:  # scipy needs two per group; one architecture against n: n splits to count
+        gaps = [float(_mean_gap(np.array([values[i]]), np.delete(values, i))) for i in range(len(values))]
+        if len(random) == 1:  # the lone random architecture is the split's "random" side
+            gaps = [-g for g in gaps]
+        observed = gaps[0] if k == 1 else gaps[-1]
+        return dict(design, gain=observed + 0.0, p=sum(g >= observed - 1e-12 for g in gaps) / len(gaps))
+    res = stats.permutation_test((list(searched), list(random)), _mean_gap, permutation_type="independent",
+                                 alternative="greater", vectorized=True, n_resamples=PERMUTATIONS, random_state=0)
+    return dict(design, gain=float(res.statistic), p=float(res.pvalue))
 
 
 def summarize(state: Dict[str, Any]) -> Dict[str, Any]:
