@@ -40,6 +40,22 @@ def test_rebuild_twice_same_params_and_outputs(tiny_cfg):
     assert torch.equal(a(x), b(x))
 
 
+def test_seeded_build_does_not_depend_on_what_the_process_built_before(tiny_cfg, monkeypatch):
+    """The first build of a space reads its choices off a supernet it constructs; that must not draw from the
+    caller's seeded generator, or the same seed gives another network in a fresh process."""
+    import nni_rspnet.space.arch as arch_mod
+    from collections import OrderedDict
+    arch = random_arch(tiny_cfg, 2)
+    monkeypatch.setattr(arch_mod, "_SPECS", OrderedDict())  # as in a fresh process
+    torch.manual_seed(7)
+    first = build_network(tiny_cfg, arch).state_dict()
+    assert len(arch_mod._SPECS) == 1  # this build did construct the supernet
+    torch.manual_seed(7)
+    second = build_network(tiny_cfg, arch).state_dict()
+    assert list(first) == list(second)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_fixed_network_is_plain_and_pruned(tiny_cfg):
     arch = random_arch(tiny_cfg, 2)
     net = build_network(tiny_cfg, arch)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+import torch
 from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
@@ -75,7 +76,11 @@ def space_spec(config: Union[SpaceConfig, Mapping[str, Any], str, os.PathLike]) 
     cfg = as_space_config(config)
     key = json.dumps(cfg.to_dict(), sort_keys=True)
     if key not in _SPECS:
-        _SPECS[key] = _read_choices(RSPNet(cfg))
+        # Building the supernet draws its initial weights from torch's global generator; forked, so that a
+        # network built with a seed (build_network validates through here) gets the same weights whether
+        # or not it is the first of its space in the process.
+        with torch.random.fork_rng(devices=[]):
+            _SPECS[key] = _read_choices(RSPNet(cfg))
         if len(_SPECS) > 16:
             _SPECS.popitem(last=False)
     _SPECS.move_to_end(key)
