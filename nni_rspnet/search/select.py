@@ -14,6 +14,10 @@ one gained 0.6 and one lost 1.3 mIoU points (mean 0.576 against the argmax's 0.5
 +-10 % parameter band the MACs no longer rank architectures the way they do across the space. With
 ``loss`` (4 candidates, 3 epochs each) all three searches kept their argmax: the supernet's choice beat
 its sampled neighbours, so this step only helps where the candidates reach beyond that neighbourhood.
+On the generated shapes, where no supernet ranks the networks (tau about 0) and the learned
+distributions stay nearly flat, ``loss`` with 8 candidates of 5 epochs each moved the three searches'
+networks from 0.557 to 0.577 mean val mIoU (15-epoch protocol, 2 seeds each; the random mean 0.561,
+permutation p 0.20) at about twice the search's time (BENCHMARKS.md, stage 3's short trainings).
 
 1. **candidates**: the argmax and ``rerank_candidates - 1`` distinct architectures drawn from the
    learned distributions (the softmax of each cell edge's alphas, the mean attention of each path
