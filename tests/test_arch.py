@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import InputChoice, LayerChoice
 
 from nni_rspnet import RSPNet, SpaceConfig, build_network, describe, load_arch, random_arch, save_arch, validate
+import nni_rspnet.space.arch as arch_mod
 from nni_rspnet.errors import ArchError
 from nni_rspnet.space.arch import search_space_size_log10, space_spec
 from nni_rspnet.measure import count_params
@@ -43,8 +45,6 @@ def test_rebuild_twice_same_params_and_outputs(tiny_cfg):
 def test_seeded_build_does_not_depend_on_what_the_process_built_before(tiny_cfg, monkeypatch):
     """The first build of a space reads its choices off a supernet it constructs; that must not draw from the
     caller's seeded generator, or the same seed gives another network in a fresh process."""
-    import nni_rspnet.space.arch as arch_mod
-    from collections import OrderedDict
     arch = random_arch(tiny_cfg, 2)
     monkeypatch.setattr(arch_mod, "_SPECS", OrderedDict())  # as in a fresh process
     torch.manual_seed(7)
