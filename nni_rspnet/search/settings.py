@@ -31,6 +31,10 @@ class SearchConfig(Section):
         warmup_sampling: during the warm-up epochs every cell edge trains one candidate drawn
             uniformly per step (single-path, as SPOS): a step costs about one network instead of the
             whole relaxed cell, and every candidate learns to work alone before the architecture moves.
+        stage1_weight_sampling: the weight steps of the cell search train one sampled sub-network as the
+            warm-up does (one op per cell edge); its architecture steps stay relaxed (the DARTS gradient of
+            every candidate). A stage-1 step then costs a relaxed pass with frozen weights plus one
+            sub-network, instead of two relaxed passes.
         path_sampling: where every trellis node of stage 1 fuses ``paths_per_node`` of its paths, drawn
             uniformly per step, instead of the mean of all of them: ``warmup`` (with ``warmup_sampling``),
             ``stage1`` (the warm-up and the cell search) or ``off``. The shared weights then learn the
@@ -94,6 +98,7 @@ class SearchConfig(Section):
     weight_decay: float = 1e-4
     partial_channels: int = 1
     warmup_sampling: bool = True
+    stage1_weight_sampling: bool = False
     path_sampling: str = "off"
     arc_lr: float = 3e-3
     arc_weight_decay: float = 1e-3

@@ -67,6 +67,7 @@ class RSPDartsModule(DartsLightningModule):
         arc_weight_decay: its weight decay.
         gradient_clip_val: clip the weight gradients to this norm (``None``: no clipping).
         warmup_epochs: first epochs of this stage that update weights only.
+        partial_channels, warmup_sampling, path_sampling, stage1_weight_sampling: as in ``SearchConfig``.
         tau_init, tau_min: softmax temperature, annealed geometrically from ``tau_init`` at the first
             search epoch to ``tau_min`` at the last.
         total_epochs: epochs of this stage (for the schedule); ``None`` takes the trainer's.
@@ -83,7 +84,8 @@ class RSPDartsModule(DartsLightningModule):
     def __init__(self, inner_module: pl.LightningModule, mutation_hooks: Optional[list] = None, *,
                  arc_learning_rate: float, arc_weight_decay: float, gradient_clip_val: Optional[float],
                  tau_init: float, tau_min: float, partial_channels: int, warmup_sampling: bool,
-                 path_sampling: str, warmup_epochs: int = 0, total_epochs: Optional[int] = None,
+                 path_sampling: str, stage1_weight_sampling: bool = False, warmup_epochs: int = 0,
+                 total_epochs: Optional[int] = None,
                  epoch_offset: int = 0, frozen: Optional[Mapping[str, Any]] = None,
                  all_on: Sequence[str] = (), penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
         if tau_init <= 0 or tau_min <= 0:
@@ -96,6 +98,7 @@ class RSPDartsModule(DartsLightningModule):
         self.partial_channels = partial_channels
         self.warmup_sampling = warmup_sampling
         self.path_sampling = path_sampling
+        self.stage1_weight_sampling = stage1_weight_sampling
         # Not registered as a child (Module.__init__ has not run yet); the mixed layers register it.
         object.__setattr__(self, "softmax", TemperedSoftmax())
         super().__init__(inner_module, mutation_hooks, arc_learning_rate=arc_learning_rate,
@@ -274,11 +277,25 @@ class RSPDartsModule(DartsLightningModule):
                 check_finite(loss, "the architecture loss")
                 self.manual_backward(loss)
             arc_optim.step()
-        out = self.model.training_step(batch["train"], 2 * batch_idx + 1)
-        loss = out["loss"] if isinstance(out, dict) else out
-        self.advance_optimization(loss, batch_idx, self.gradient_clip_val)
+        with self._cells_sampled(self.searching and self.stage1_weight_sampling):
+            out = self.model.training_step(batch["train"], 2 * batch_idx + 1)
+            loss = out["loss"] if isinstance(out, dict) else out
+            self.advance_optimization(loss, batch_idx, self.gradient_clip_val)
         self.advance_lr_schedulers(batch_idx)
         return out
+
+    @contextlib.contextmanager
+    def _cells_sampled(self, on: bool):
+        """While ``on``, every relaxed cell edge runs one uniformly drawn candidate per forward (the weight
+        step of ``stage1_weight_sampling``: one sub-network, as in the warm-up)."""
+        ops = [m for m in self.nas_modules if isinstance(m, CellMixedOp) and not m.sample] if on else []
+        for m in ops:
+            m.sample = True
+        try:
+            yield
+        finally:
+            for m in ops:
+                m.sample = False
 
     @contextlib.contextmanager
     def _weights_frozen(self):
@@ -409,7 +426,7 @@ class TwoStageDarts(BaseStrategy):
         partial_channels: ``K`` of PC-DARTS' partial channel connections in the cell search (1: off).
         warmup_sampling: during the warm-up epochs each cell edge trains one uniformly drawn candidate
             per step (single-path, about the cost of one network) instead of all of them.
-        path_sampling: see ``SearchConfig``.
+        path_sampling, stage1_weight_sampling: see ``SearchConfig``.
         val_images: images of the architecture split validated in every epoch but a stage's last (0: all).
         penalty: a ``penalty.ResourcePenalty`` (expected cost vs. a target) or ``None``.
         cell_prefix, macro_prefix: label prefixes that tell the two stages apart.
@@ -439,6 +456,7 @@ class TwoStageDarts(BaseStrategy):
                  gradient_clip_val: Optional[float] = _SEARCH.grad_clip or None, tau_init: float = _SEARCH.tau_init,
                  tau_min: float = _SEARCH.tau_min, partial_channels: int = _SEARCH.partial_channels,
                  warmup_sampling: bool = _SEARCH.warmup_sampling,
+                 stage1_weight_sampling: bool = _SEARCH.stage1_weight_sampling,
                  path_sampling: str = _SEARCH.path_sampling, val_images: int = _SEARCH.val_images,
                  penalty: Any = None,
                  cell_prefix: str = CELL_PREFIX, macro_prefix: str = MACRO_PREFIX,
@@ -456,7 +474,7 @@ class TwoStageDarts(BaseStrategy):
         self.module_kwargs = dict(arc_learning_rate=arc_learning_rate, arc_weight_decay=arc_weight_decay,
                                   gradient_clip_val=gradient_clip_val, tau_init=tau_init, tau_min=tau_min,
                                   partial_channels=partial_channels, warmup_sampling=warmup_sampling,
-                                  path_sampling=path_sampling)
+                                  path_sampling=path_sampling, stage1_weight_sampling=stage1_weight_sampling)
         if val_images < 0:
             raise ValueError(f"val_images must be >= 0, got {val_images}")
         self.val_images = val_images
@@ -482,8 +500,8 @@ class TwoStageDarts(BaseStrategy):
                    arc_weight_decay=cfg.arc_weight_decay, gradient_clip_val=cfg.grad_clip or None,
                    tau_init=cfg.tau_init, tau_min=cfg.tau_min, partial_channels=cfg.partial_channels,
                    warmup_sampling=cfg.warmup_sampling, path_sampling=cfg.path_sampling,
-                   val_images=cfg.val_images, penalty=penalty, epoch_hook=epoch_hook,
-                   resume_state=resume_state)
+                   stage1_weight_sampling=cfg.stage1_weight_sampling, val_images=cfg.val_images, penalty=penalty,
+                   epoch_hook=epoch_hook, resume_state=resume_state)
 
     # BaseStrategy --------------------------------------------------------------------------------------
 
