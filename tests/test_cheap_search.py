@@ -3,6 +3,7 @@ warm-up (space.cell, space.choices.OpChoice, search.supermodules.CellMixedOp).""
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from nni.retiarii import fixed_arch
 from nni.retiarii.nn.pytorch import LayerChoice
@@ -49,13 +50,14 @@ def test_channel_shuffle_interleaves_the_groups():
     assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
 
 
-def _stage1(partial_channels, sampling=False, warmup=0, **space):
+def _stage1(partial_channels, sampling=False, warmup=0, stage1_weight_sampling=False, **space):
     cfg = SpaceConfig(**{**SPACE, **space})
     inner = SegmentationModule(cfg.num_classes, lr=0.01)
     inner.running_mode = "oneshot"
     inner.set_model(RSPNetSpace(cfg))
     return RSPDartsModule(inner, all_on=(MACRO_PREFIX,), partial_channels=partial_channels,
-                          warmup_sampling=sampling, path_sampling="warmup", warmup_epochs=warmup, **SETTINGS)
+                          warmup_sampling=sampling, path_sampling="warmup", warmup_epochs=warmup,
+                          stage1_weight_sampling=stage1_weight_sampling, **SETTINGS)
 
 
 def test_partial_channels_build_narrower_candidates_and_keep_shapes_and_exports():
@@ -117,3 +119,38 @@ def test_sampled_paths_fuse_k_of_n_inputs_in_training_and_all_otherwise():
     assert fuse(inputs).flatten()[0].item() == pytest.approx(1111 / 4)  # evaluation: the mean of all
     fuse.chosen = [1, 3]
     assert fuse(inputs).flatten()[0].item() == pytest.approx(1010 / 2)  # a scored sub-network
+
+
+@pytest.mark.parametrize("weight_sampling", [False, True])
+def test_stage1_weight_sampling_samples_the_weight_step_and_keeps_the_architecture_step_relaxed(weight_sampling):
+    """Candidate forwards per step of the cell search: the architecture step runs every candidate of an
+    edge (the DARTS gradient); the weight step runs every one too, or one with ``stage1_weight_sampling``.
+    Afterwards the edges are relaxed again (validation and export see the relaxed cell)."""
+    module = _stage1(1, stage1_weight_sampling=weight_sampling)
+    mixed = [m for m in module.nas_modules if isinstance(m, CellMixedOp)]
+    calls = []
+    for m in mixed:
+        for name in m.op_names:
+            getattr(m, name).register_forward_hook(lambda mod, i, o: calls.append(1))
+    per_step = []
+    inner_step = module.model.training_step
+
+    def counted(batch, batch_idx):
+        calls.clear()
+        out = inner_step(batch, batch_idx)
+        per_step.append(len(calls))
+        return out
+
+    module.model.training_step = counted
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(4, 3, 32, 64, generator=g),
+                                          torch.randint(0, 3, (4, 32, 64), generator=g))
+    loaders = {"train": torch.utils.data.DataLoader(data, batch_size=4),
+               "val": torch.utils.data.DataLoader(data, batch_size=4)}
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, loaders)
+    edges, candidates = len(mixed), sum(len(m.op_names) for m in mixed)
+    assert per_step[0] == candidates  # the architecture step: relaxed
+    assert per_step[1] == (edges if weight_sampling else candidates)  # the weight step
+    assert not any(m.sample for m in mixed)
