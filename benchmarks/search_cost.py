@@ -81,7 +81,7 @@ FORMS = {"RSP nested, depth 2": ("stage1_nested2", "stage2_nested2"),
 # The one-shot module's settings while timing: the same for ours and for stock DARTS (whose
 # architecture optimiser is Adam at 3e-4), no clipping, no annealing.
 STEP_SETTINGS = dict(arc_learning_rate=3e-4, arc_weight_decay=1e-3, gradient_clip_val=None, tau_init=1.0, tau_min=1.0,
-                     warmup_sampling=False, path_sampling="off")
+                     warmup_sampling=False, path_sampling="off", stage1_weight_sampling=False)
 
 
 def _rss_kib() -> int:

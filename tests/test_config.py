@@ -54,7 +54,9 @@ def test_one_default_per_setting():
     assert strategy.module_kwargs == dict(arc_learning_rate=search.arc_lr, arc_weight_decay=search.arc_weight_decay,
                                           gradient_clip_val=search.grad_clip, tau_init=search.tau_init,
                                           tau_min=search.tau_min, partial_channels=search.partial_channels,
-                                          warmup_sampling=search.warmup_sampling, path_sampling=search.path_sampling)
+                                          warmup_sampling=search.warmup_sampling, path_sampling=search.path_sampling,
+                                          stage1_weight_sampling=search.stage1_weight_sampling)
+    assert TwoStageDarts.from_config(SearchConfig(stage1_weight_sampling=True)).module_kwargs["stage1_weight_sampling"]
     assert TwoStageDarts.from_config(SearchConfig(arc_lr=0.5)).module_kwargs["arc_learning_rate"] == 0.5
     assert strategy.val_images == search.val_images
     assert TwoStageDarts.from_config(SearchConfig(val_images=7)).val_images == 7

@@ -84,7 +84,7 @@ class RSPDartsModule(DartsLightningModule):
     def __init__(self, inner_module: pl.LightningModule, mutation_hooks: Optional[list] = None, *,
                  arc_learning_rate: float, arc_weight_decay: float, gradient_clip_val: Optional[float],
                  tau_init: float, tau_min: float, partial_channels: int, warmup_sampling: bool,
-                 path_sampling: str, stage1_weight_sampling: bool = False, warmup_epochs: int = 0,
+                 path_sampling: str, stage1_weight_sampling: bool, warmup_epochs: int = 0,
                  total_epochs: Optional[int] = None,
                  epoch_offset: int = 0, frozen: Optional[Mapping[str, Any]] = None,
                  all_on: Sequence[str] = (), penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
