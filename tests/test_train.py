@@ -292,3 +292,32 @@ def test_cli_evaluate_on_a_cityscapes_tree(tmp_path, capsys):
     assert (out / "predictions" / "0000.png").is_file()
     assert main(args[:-2] + ["--config", TINY_YAML, "--data", "builtin"]) == 2  # 19-class model, 11-class data
     assert "19 classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_weight_optimisers_use_multi_tensor_kernels_and_match_the_per_tensor_loop(name):
+    """foreach (benchmarks/step_cost.py: AdamW's step about half as long on CPU) computes what the loop does."""
+    import torch
+    from torch import nn
+    from nni_rspnet.seg.train import SegmentationModule
+
+    def trained(foreach):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 3, 1))
+        module = SegmentationModule(3, optimizer=name, lr=0.05)
+        module.set_model(net)
+        opt = module.configure_optimizers()["optimizer"]
+        assert opt.defaults["foreach"] is True
+        opt.defaults["foreach"] = foreach
+        for group in opt.param_groups:
+            group["foreach"] = foreach
+        x, y = torch.randn(2, 3, 6, 6), torch.randint(0, 3, (2, 6, 6))
+        for _ in range(3):
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return [p.detach().clone() for p in net.parameters()]
+
+    for a, b in zip(trained(True), trained(False)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
