@@ -13,13 +13,14 @@ import argparse
 import os
 import statistics
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from nni_rspnet.config import RunConfig
 from nni_rspnet.fileio import atomic_write_text
+from nni_rspnet.measure import time_interleaved
 from nni_rspnet.space.arch import build_network, random_arch
 
 from .common import ROOT
@@ -27,40 +28,40 @@ from .common import ROOT
 VARIANTS = {"loop (CPU default)": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
-def step_times(seed: int, rounds: int = 5, steps: int = 5, batch: int = 16, size: Sequence[int] = (48, 96),
-               threads: Optional[int] = None) -> Dict[str, float]:
+def step_times(seed: int, rounds: int = 5, steps: int = 5, batch: int = 16,
+               size: Sequence[int] = (48, 96)) -> Dict[str, float]:
     """Median seconds per training step of random architecture ``seed`` for each AdamW variant, plus the
-    median time of the optimiser step alone (``opt <variant>``)."""
-    if threads:
-        torch.set_num_threads(threads)
+    median time of the optimiser step alone (``opt <variant>``); the variants alternate in rounds
+    (``measure.time_interleaved``, after one untimed round) on torch's current threads."""
     cfg = RunConfig.load("tiny")
     arch = random_arch(cfg.space, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, *size, generator=gen)
     y = torch.randint(0, cfg.space.num_classes, (batch, *size), generator=gen)
-    setups = {}
-    for name, kwargs in VARIANTS.items():
+    opt_seconds: Dict[str, List[float]] = {name: [] for name in VARIANTS}
+
+    def runner(name: str, kwargs: Dict[str, bool]) -> Callable[[], None]:
         torch.manual_seed(seed)
         net = build_network(cfg.space, arch).train()
-        setups[name] = (net, torch.optim.AdamW(net.parameters(), 1e-3, **kwargs))
-    samples: Dict[str, List[float]] = {k: [] for k in list(VARIANTS) + [f"opt {v}" for v in VARIANTS]}
-    for r in range(rounds + 1):  # round 0 warms up
-        for name, (net, opt) in setups.items():
-            total = opt_time = 0.0
+        opt = torch.optim.AdamW(net.parameters(), 1e-3, **kwargs)
+
+        def run() -> None:
+            spent = 0.0
             for _ in range(steps):
-                t0 = time.perf_counter()
                 loss = F.cross_entropy(net(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                t1 = time.perf_counter()
+                t = time.perf_counter()
                 opt.step()
-                t2 = time.perf_counter()
-                total += t2 - t0
-                opt_time += t2 - t1
-            if r:
-                samples[name].append(total / steps)
-                samples[f"opt {name}"].append(opt_time / steps)
-    return {k: statistics.median(v) for k, v in samples.items()}
+                spent += time.perf_counter() - t
+            opt_seconds[name].append(spent / steps)
+        return run
+
+    times = time_interleaved({name: runner(name, kw) for name, kw in VARIANTS.items()}, rounds, warmup=1,
+                             threads=None)
+    out = {name: statistics.median(ms) / 1e3 / steps for name, ms in times.items()}
+    out.update({f"opt {name}": statistics.median(v[1:]) for name, v in opt_seconds.items()})  # [0]: warm-up
+    return out
 
 
 def render(rows: Dict[int, Dict[str, float]], threads: int) -> str:

@@ -22,7 +22,7 @@ from .config import RunConfig
 from .errors import ConfigError
 from .fileio import atomic_write_text, make_dirs, read_json, write_json
 from .measure import count_macs, count_params, measure_latency
-from .schema import DEFAULT_CONFIG
+from .schema import DEFAULT_CONFIG, parse_overrides
 from .search.driver import run_search
 from .search.split import arch_part_size
 from .seg.data import build_datasets
@@ -108,8 +108,11 @@ def plan_retraining(path: str, net: nn.Module, steps_per_epoch: int, seconds_lef
     """
     if resume and os.path.isfile(path):
         plan = read_json(path, "retraining plan of the demo")
-        if not isinstance(plan.get("epochs"), int) or plan["epochs"] < 1:
-            raise ConfigError(f"{path}: 'epochs' must be a positive integer, got {plan.get('epochs')!r}")
+        for key in ("epochs", "max_epochs"):
+            if not isinstance(plan.get(key), int) or plan[key] < 1:
+                raise ConfigError(f"{path}: {key!r} must be a positive integer, got {plan.get(key)!r}")
+        if not isinstance(plan.get("epoch_seconds"), (int, float)) or plan["epoch_seconds"] <= 0:
+            raise ConfigError(f"{path}: 'epoch_seconds' must be a positive number, got {plan.get('epoch_seconds')!r}")
         return plan
     step_s = measure_train_step(net, batch_size, size, in_channels, num_classes, device)
     epoch_s = step_s * steps_per_epoch * EPOCH_OVERHEAD
@@ -187,7 +190,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = DEFAULT_CONFIG, fast: boo
     timings["search"] = time.time() - t
 
     net = build_network(space_cfg, found.arch)
-    epochs_set = fast or any(o.replace(" ", "").startswith("train.epochs=") for o in (overrides or []))
+    epochs_set = fast or "epochs" in parse_overrides(overrides).get("train", {})
     if not epochs_set:
         steps = math.ceil(len(datasets.train) / data_cfg.batch_size)
         plan = plan_retraining(os.path.join(out_dir, "train_plan.json"), net, steps,
