@@ -157,7 +157,8 @@ class Case:
         signal_after: for Ctrl-C cases, the file (relative to ``tmp``) whose appearance triggers
             SIGINT; the command then runs in a subprocess.
         context: wraps the in-process run (for example a file-size limit that simulates a full disk).
-        timeout: seconds before the case counts as a hang.
+        timeout: seconds before the case counts as a hang (300 for Ctrl-C: on a busy 2-core CI machine a
+            subprocess may need minutes to import torch, NNI and Lightning and finish its first epoch).
         slow: several seconds or more (a subprocess, a training run).
     """
 
@@ -507,21 +508,21 @@ def cases() -> List[Case]:
              *sets(["train.epochs=200", "train.threads=1"])],
             (f"interrupted (Ctrl-C); the last good checkpoint is {tmp / 'out'}/last.ckpt (after epoch ",
              " of 200); run the same command with --resume to continue; no result was written")),
-            status=130, results=("model.pt",), signal_after=lambda tmp: (tmp / "out" / "last.ckpt").exists(),
+            status=130, timeout=300.0, results=("model.pt",), signal_after=lambda tmp: (tmp / "out" / "last.ckpt").exists(),
             slow=True),
         Case("search: Ctrl-C in stage 1", lambda tmp, a: (
             ["search", *T, "--out", str(tmp / "out"),
              *sets(QUICK + ["search.warmup_epochs=1", "search.stage1_epochs=200"])],
             (f"interrupted (Ctrl-C); the last good checkpoint is {tmp / 'out'}/checkpoint.pt (stage 1, epoch ",
              " of 201); run the same command with --resume to continue; no result was written")),
-            status=130, results=("arch.json", "probs.json", "result.json"),
+            status=130, timeout=300.0, results=("arch.json", "probs.json", "result.json"),
             signal_after=_history_len(Path("out/history.json"), 1), slow=True),
         Case("search: Ctrl-C in stage 2", lambda tmp, a: (
             ["search", *T, "--out", str(tmp / "out"),
              *sets(QUICK + ["search.warmup_epochs=0", "search.stage1_epochs=1", "search.stage2_epochs=200"])],
             (f"interrupted (Ctrl-C); the last good checkpoint is {tmp / 'out'}/checkpoint.pt (stage 2, epoch ",
              " of 200); run the same command with --resume to continue; no result was written")),
-            status=130, results=("arch.json", "probs.json", "result.json"),
+            status=130, timeout=300.0, results=("arch.json", "probs.json", "result.json"),
             signal_after=_history_len(Path("out/history.json"), 2), slow=True),
     ]
     return rows
@@ -623,25 +624,42 @@ def run_in_process(argv: List[str], timeout: float, context=None, tmp: Optional[
 
 
 def run_interrupted(argv: List[str], tmp: Path, ready: Callable[[Path], bool], timeout: float) -> Outcome:
+    """Runs the CLI in a subprocess, sends SIGINT once ``ready(tmp)`` holds, and waits for it to stop.
+
+    Its output goes to files, not pipes: a pipe nobody reads while we wait could fill and block the
+    command before it gets to its first checkpoint. A command still running at ``timeout`` is a hang;
+    it gets SIGABRT first, so Python's faulthandler writes every thread's stack to its stderr, and the
+    failure shows where it hung.
+    """
     env = dict(os.environ, OMP_NUM_THREADS="1")
     start = time.time()
-    # A shell starts background jobs with SIGINT ignored, and the child would inherit that (Python keeps an
-    # ignored SIGINT ignored): the command gets Ctrl-C's default, as in a terminal, wherever the suite runs.
-    proc = subprocess.Popen([sys.executable, "-m", "nni_rspnet.cli", *argv], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        while proc.poll() is None and not ready(tmp) and time.time() - start < timeout:
-            time.sleep(0.05)
-        if proc.poll() is None and ready(tmp):
-            time.sleep(0.3)  # into the next epoch
-            proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=max(5.0, timeout - (time.time() - start)))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        return Outcome(None, err, out, hung=True, seconds=time.time() - start)
-    return Outcome(proc.returncode, err, out, seconds=time.time() - start)
+    out_path, err_path = tmp / "interrupted.stdout", tmp / "interrupted.stderr"
+    with open(out_path, "w") as out_file, open(err_path, "w") as err_file:
+        # A shell starts background jobs with SIGINT ignored, and the child would inherit that (Python keeps
+        # an ignored SIGINT ignored): the command gets Ctrl-C's default, as in a terminal, wherever it runs.
+        proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "nni_rspnet.cli", *argv], cwd=ROOT,
+                                env=env, stdout=out_file, stderr=err_file, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        hung = False
+        try:
+            while proc.poll() is None and not ready(tmp) and time.time() - start < timeout:
+                time.sleep(0.05)
+            if proc.poll() is None and ready(tmp):
+                time.sleep(0.3)  # into the next epoch
+                proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=max(5.0, timeout - (time.time() - start)))
+        except subprocess.TimeoutExpired:
+            hung = True
+            proc.send_signal(signal.SIGABRT)  # faulthandler: the stacks to stderr
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    out, err = out_path.read_text(), err_path.read_text()
+    out_path.unlink()
+    err_path.unlink()
+    return Outcome(None if hung else proc.returncode, err, out, hung=hung, seconds=time.time() - start)
 
 
 def run_case(case: Case, tmp: Path, assets: Assets) -> Tuple[Outcome, List[str], str, Path, object]:
@@ -660,7 +678,8 @@ def judge(case: Case, outcome: Outcome, culprit: str, out: Path, before, marker:
           tmp: Optional[Path] = None) -> Tuple[str, str]:
     """``(verdict, why)``: verdict one of clear, traceback, silent, hang, unclear."""
     if outcome.hung:
-        return "hang", f"no answer within {case.timeout:.0f} s"
+        stacks = outcome.stderr.split("\nExtension modules:")[0]  # faulthandler's stacks, without its module list
+        return "hang", f"no answer within {case.timeout:.0f} s; the end of its stderr: {stacks[-3000:]}"
     lines = [line for line in outcome.stderr.splitlines() if line.strip()]
     if outcome.error or any(line.startswith("Traceback") for line in lines):
         return "traceback", (outcome.error or outcome.stderr).strip().splitlines()[-1][:300]

@@ -48,6 +48,7 @@ def test_interleaved_latency_times_every_model_every_round():
     assert set(times) == {"a", "b"} and all(len(t) == 4 and min(t) > 0 for t in times.values())
 
 
+@pytest.mark.heavy  # about 2.5 minutes: `make test-all`, not CI
 def test_quick_latency_writes_the_page(quick_cfg):
     logs = []
     page = run_benchmark(quick_cfg, ["latency", "gpu"], log=logs.append)

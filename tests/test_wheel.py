@@ -63,6 +63,7 @@ def run(argv, cwd: Path, env: dict, timeout: float) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # about 3 minutes: `make test-all`, not CI
 def test_wheel_in_a_fresh_venv_works_from_an_empty_folder(tmp_path):
     src, dist, venv, empty = tmp_path / "src", tmp_path / "dist", tmp_path / "venv", tmp_path / "empty"
     src.mkdir()
