@@ -141,6 +141,10 @@ def make_assets(root: Path) -> Assets:
 
 # --- cases -----------------------------------------------------------------------------------------------
 
+# A Ctrl-C case runs the CLI in a subprocess: on a busy 2-core CI machine a fresh process may need minutes to
+# import torch, NNI and Lightning and finish its first epoch (it takes about 13 s on an idle one).
+INTERRUPT_TIMEOUT = 300.0
+
 # (argv, culprit): the error line must name the culprit (a string, or a tuple of strings that must all appear)
 Setup = Callable[[Path, Assets], Tuple[List[str], object]]
 
@@ -157,8 +161,8 @@ class Case:
         signal_after: for Ctrl-C cases, the file (relative to ``tmp``) whose appearance triggers
             SIGINT; the command then runs in a subprocess.
         context: wraps the in-process run (for example a file-size limit that simulates a full disk).
-        timeout: seconds before the case counts as a hang (300 for Ctrl-C: on a busy 2-core CI machine a
-            subprocess may need minutes to import torch, NNI and Lightning and finish its first epoch).
+        timeout: seconds before the case counts as a hang; a Ctrl-C case (``signal_after`` set) gets
+            ``INTERRUPT_TIMEOUT`` when left at the default.
         slow: several seconds or more (a subprocess, a training run).
     """
 
@@ -172,6 +176,10 @@ class Case:
     timeout: float = 120.0
     slow: bool = False
     skip: Optional[Callable[[], Optional[str]]] = None
+
+    def __post_init__(self) -> None:
+        if self.signal_after is not None and self.timeout == Case.timeout:
+            self.timeout = INTERRUPT_TIMEOUT
 
 
 def _write(path: Path, data) -> Path:
@@ -508,21 +516,21 @@ def cases() -> List[Case]:
              *sets(["train.epochs=200", "train.threads=1"])],
             (f"interrupted (Ctrl-C); the last good checkpoint is {tmp / 'out'}/last.ckpt (after epoch ",
              " of 200); run the same command with --resume to continue; no result was written")),
-            status=130, timeout=300.0, results=("model.pt",), signal_after=lambda tmp: (tmp / "out" / "last.ckpt").exists(),
+            status=130, results=("model.pt",), signal_after=lambda tmp: (tmp / "out" / "last.ckpt").exists(),
             slow=True),
         Case("search: Ctrl-C in stage 1", lambda tmp, a: (
             ["search", *T, "--out", str(tmp / "out"),
              *sets(QUICK + ["search.warmup_epochs=1", "search.stage1_epochs=200"])],
             (f"interrupted (Ctrl-C); the last good checkpoint is {tmp / 'out'}/checkpoint.pt (stage 1, epoch ",
              " of 201); run the same command with --resume to continue; no result was written")),
-            status=130, timeout=300.0, results=("arch.json", "probs.json", "result.json"),
+            status=130, results=("arch.json", "probs.json", "result.json"),
             signal_after=_history_len(Path("out/history.json"), 1), slow=True),
         Case("search: Ctrl-C in stage 2", lambda tmp, a: (
             ["search", *T, "--out", str(tmp / "out"),
              *sets(QUICK + ["search.warmup_epochs=0", "search.stage1_epochs=1", "search.stage2_epochs=200"])],
             (f"interrupted (Ctrl-C); the last good checkpoint is {tmp / 'out'}/checkpoint.pt (stage 2, epoch ",
              " of 200); run the same command with --resume to continue; no result was written")),
-            status=130, timeout=300.0, results=("arch.json", "probs.json", "result.json"),
+            status=130, results=("arch.json", "probs.json", "result.json"),
             signal_after=_history_len(Path("out/history.json"), 2), slow=True),
     ]
     return rows
@@ -633,14 +641,13 @@ def run_interrupted(argv: List[str], tmp: Path, ready: Callable[[Path], bool], t
     """
     env = dict(os.environ, OMP_NUM_THREADS="1")
     start = time.time()
-    out_path, err_path = tmp / "interrupted.stdout", tmp / "interrupted.stderr"
-    with open(out_path, "w") as out_file, open(err_path, "w") as err_file:
+    hung = False
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
         # A shell starts background jobs with SIGINT ignored, and the child would inherit that (Python keeps
         # an ignored SIGINT ignored): the command gets Ctrl-C's default, as in a terminal, wherever it runs.
         proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "nni_rspnet.cli", *argv], cwd=ROOT,
                                 env=env, stdout=out_file, stderr=err_file, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        hung = False
         try:
             while proc.poll() is None and not ready(tmp) and time.time() - start < timeout:
                 time.sleep(0.05)
@@ -656,9 +663,9 @@ def run_interrupted(argv: List[str], tmp: Path, ready: Callable[[Path], bool], t
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    out, err = out_path.read_text(), err_path.read_text()
-    out_path.unlink()
-    err_path.unlink()
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     return Outcome(None if hung else proc.returncode, err, out, hung=hung, seconds=time.time() - start)
 
 
