@@ -36,7 +36,8 @@ class SearchConfig(Section):
             every candidate). A stage-1 step then costs a relaxed pass with frozen weights plus one
             sub-network, instead of two relaxed passes: 0.59x the stage-1 epoch on the built-in data (75 s
             against 128 s, 2 cores); searched digits networks 0.625 +- 0.012 mean val mIoU against 0.631 +-
-            0.007 relaxed (3 searches x 2 seeds, BENCHMARKS.md), so off by default until it shows a gain.
+            0.007 relaxed (3 searches x 2 seeds, BENCHMARKS.md). Off here; on in ``tiny.yaml``, whose 3+1+1
+            search with it trained as good networks as the 18+2+1 relaxed one in a fifth of the time.
         path_sampling: where every trellis node of stage 1 fuses ``paths_per_node`` of its paths, drawn
             uniformly per step, instead of the mean of all of them: ``warmup`` (with ``warmup_sampling``),
             ``stage1`` (the warm-up and the cell search) or ``off``. The shared weights then learn the
