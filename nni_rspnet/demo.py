@@ -2,7 +2,7 @@
 
 Data preview, stage 1 (cell), stage 2 (paths), the found architecture as a picture, retraining,
 evaluation, export (TorchScript and ONNX, both checked against PyTorch), then a summary table and
-where every file went. The demo's own sizes are config overrides (``DEMO_PRESETS``) applied before
+where every file went. ``--fast``'s sizes are config overrides (``FAST_OVERRIDES``) applied before
 the user's ``--set`` overrides, so any of them can be changed from the command line.
 """
 from __future__ import annotations
@@ -40,15 +40,13 @@ from .space.draw import draw_architecture
 # then found the 3+1+1 search as good (BENCHMARKS, "A short default search"), and it became the config's.
 # --set changes any of it (``--set train.epochs=N`` fixes the retraining's length). --fast shrinks everything
 # to seconds for tests. Torch's threads are the process' (one per core unless --threads says otherwise).
-DEMO_PRESETS: Dict[bool, List[str]] = {
-    False: [],
-    True: ["space.layers=2", "space.channels=[8, 16, 16]", "space.resolutions=[4, 8, 16]", "space.cell_nodes=2",
-           "space.ops=[skip_connect, sep_conv_3x3, zoomed_conv]", "space.stem_channels=8", "space.head_channels=8",
-           "data.num_train=48", "data.num_val=16", "data.image_size=[32, 64]", "data.crop_size=[32, 64]",
-           "data.batch_size=8", "data.val_batch_size=8",
-           "search.warmup_epochs=0", "search.stage1_epochs=1", "search.stage2_epochs=1", "search.limit_batches=2",
-           "search.latency_repeats=1", "train.epochs=1", "train.warmup_epochs=0"],
-}
+FAST_OVERRIDES: List[str] = [
+    "space.layers=2", "space.channels=[8, 16, 16]", "space.resolutions=[4, 8, 16]", "space.cell_nodes=2",
+    "space.ops=[skip_connect, sep_conv_3x3, zoomed_conv]", "space.stem_channels=8", "space.head_channels=8",
+    "data.num_train=48", "data.num_val=16", "data.image_size=[32, 64]", "data.crop_size=[32, 64]",
+    "data.batch_size=8", "data.val_batch_size=8",
+    "search.warmup_epochs=0", "search.stage1_epochs=1", "search.stage2_epochs=1", "search.limit_batches=2",
+    "search.latency_repeats=1", "train.epochs=1", "train.warmup_epochs=0"]
 
 
 # The demo's promise is ten minutes on two CPU cores; the retraining gets what the search leaves of 9.5 minutes
@@ -133,12 +131,13 @@ def run_demo(out_dir: str = "runs/demo", config: str = DEFAULT_CONFIG, fast: boo
         out_dir: where everything goes (sub-folders ``search``, ``train``, ``eval``, ``export``).
         config: the YAML config (sections ``space``, ``search``, ``train``, ``data``).
         fast: a seconds-long variant for tests (tiny space, a few images, one epoch per stage).
-        overrides: ``SECTION.KEY=VALUE`` strings applied after the demo presets.
+        overrides: ``SECTION.KEY=VALUE`` strings applied after ``FAST_OVERRIDES`` (with ``fast``).
         device: ``cpu`` or ``cuda``.
         resume: continue a killed demo: the search and the training resume from their checkpoints.
     """
     started = time.time()
-    cfg = RunConfig.load(config, DEMO_PRESETS[fast] + list(overrides or []), origin=f"{config} (with demo presets)")
+    presets = FAST_OVERRIDES if fast else []
+    cfg = RunConfig.load(config, presets + list(overrides or []), origin=f"{config} (with --fast)" if fast else None)
     space_cfg, search_cfg, train_cfg, data_cfg = cfg.space, cfg.search, cfg.train, cfg.data
     make_dirs(out_dir)
     files: Dict[str, str] = {}
