@@ -45,7 +45,8 @@ def profile_step(config: str, overrides: Sequence[str], partial_channels: int, i
     inner.set_model(RSPNetSpace(cfg))
     module = RSPDartsModule(inner, all_on=(MACRO_PREFIX,), arc_learning_rate=3e-4, arc_weight_decay=1e-3,
                             gradient_clip_val=None, tau_init=1.0, tau_min=1.0, partial_channels=partial_channels,
-                            warmup_sampling=False, path_sampling="off", stage1_weight_sampling=False)
+                            warmup_sampling=False, path_sampling="off", stage1_weight_sampling=False,
+                            stage1_arch_sampling=False)
     net = module.model.model
     h, w = input_size
     x = torch.randn(batch, 3, h, w)

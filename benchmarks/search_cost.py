@@ -61,6 +61,10 @@ CONFIGS = {
     "stage1_single1": dict(kind="stage1", rsp_depth=1, rsp_form="single", pc=1),
     "stage1_single1_pc2": dict(kind="stage1", rsp_depth=1, rsp_form="single", pc=2),
     "stage1_full_pc4": dict(kind="stage1", rsp_depth=0, rsp_form="nested", pc=4),
+    # tiny.yaml's cell search: sampled weight steps, and (GDAS) sampled architecture steps
+    "stage1_single1_pc2_ws": dict(kind="stage1", rsp_depth=1, rsp_form="single", pc=2, weight_sampling=True),
+    "stage1_single1_pc2_gdas": dict(kind="stage1", rsp_depth=1, rsp_form="single", pc=2, weight_sampling=True,
+                                    arch_sampling=True),
     "stage2_full": dict(kind="stage2", rsp_depth=0, rsp_form="nested", pc=1),
     "stage2_nested2": dict(kind="stage2", rsp_depth=2, rsp_form="nested", pc=1),
     "stage2_single2": dict(kind="stage2", rsp_depth=2, rsp_form="single", pc=1),
@@ -81,7 +85,8 @@ FORMS = {"RSP nested, depth 2": ("stage1_nested2", "stage2_nested2"),
 # The one-shot module's settings while timing: the same for ours and for stock DARTS (whose
 # architecture optimiser is Adam at 3e-4), no clipping, no annealing.
 STEP_SETTINGS = dict(arc_learning_rate=3e-4, arc_weight_decay=1e-3, gradient_clip_val=None, tau_init=1.0, tau_min=1.0,
-                     warmup_sampling=False, path_sampling="off", stage1_weight_sampling=False)
+                     warmup_sampling=False, path_sampling="off", stage1_weight_sampling=False,
+                     stage1_arch_sampling=False)
 
 
 def _rss_kib() -> int:
@@ -103,7 +108,9 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     if spec["kind"] == "stock":
         module = DartsLightningModule(inner, arc_learning_rate=STEP_SETTINGS["arc_learning_rate"])
     elif spec["kind"] == "stage1":
-        module = RSPDartsModule(inner, all_on=(MACRO_PREFIX,), partial_channels=spec["pc"], **STEP_SETTINGS)
+        settings = dict(STEP_SETTINGS, stage1_weight_sampling=spec.get("weight_sampling", False),
+                        stage1_arch_sampling=spec.get("arch_sampling", False))
+        module = RSPDartsModule(inner, all_on=(MACRO_PREFIX,), partial_channels=spec["pc"], **settings)
     elif spec["kind"] == "warmup":  # every epoch a warm-up epoch: weight steps on sampled sub-networks only
         settings = dict(STEP_SETTINGS, warmup_sampling=True, path_sampling="stage1")
         module = RSPDartsModule(inner, all_on=(MACRO_PREFIX,), partial_channels=spec["pc"], warmup_epochs=10 ** 6,

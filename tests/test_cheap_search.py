@@ -50,14 +50,16 @@ def test_channel_shuffle_interleaves_the_groups():
     assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
 
 
-def _stage1(partial_channels, sampling=False, warmup=0, stage1_weight_sampling=False, **space):
+def _stage1(partial_channels, sampling=False, warmup=0, stage1_weight_sampling=False, stage1_arch_sampling=False,
+            **space):
     cfg = SpaceConfig(**{**SPACE, **space})
     inner = SegmentationModule(cfg.num_classes, lr=0.01)
     inner.running_mode = "oneshot"
     inner.set_model(RSPNetSpace(cfg))
     return RSPDartsModule(inner, all_on=(MACRO_PREFIX,), partial_channels=partial_channels,
                           warmup_sampling=sampling, path_sampling="warmup", warmup_epochs=warmup,
-                          stage1_weight_sampling=stage1_weight_sampling, **SETTINGS)
+                          stage1_weight_sampling=stage1_weight_sampling, stage1_arch_sampling=stage1_arch_sampling,
+                          **SETTINGS)
 
 
 def test_partial_channels_build_narrower_candidates_and_keep_shapes_and_exports():
@@ -121,12 +123,13 @@ def test_sampled_paths_fuse_k_of_n_inputs_in_training_and_all_otherwise():
     assert fuse(inputs).flatten()[0].item() == pytest.approx(1010 / 2)  # a scored sub-network
 
 
-@pytest.mark.parametrize("weight_sampling", [False, True])
-def test_stage1_weight_sampling_samples_the_weight_step_and_keeps_the_architecture_step_relaxed(weight_sampling):
+@pytest.mark.parametrize("weight_sampling, arch_sampling", [(False, False), (True, False), (True, True)])
+def test_stage1_sampling_runs_one_candidate_per_edge_in_the_steps_it_samples(weight_sampling, arch_sampling):
     """Candidate forwards per step of the cell search: the architecture step runs every candidate of an
-    edge (the DARTS gradient); the weight step runs every one too, or one with ``stage1_weight_sampling``.
-    Afterwards the edges are relaxed again (validation and export see the relaxed cell)."""
-    module = _stage1(1, stage1_weight_sampling=weight_sampling)
+    edge (the DARTS gradient), or one with ``stage1_arch_sampling`` (GDAS); the weight step runs every one
+    too, or one with ``stage1_weight_sampling``. Afterwards the edges are relaxed again (validation and
+    export see the relaxed cell), and the architecture parameters have moved."""
+    module = _stage1(1, stage1_weight_sampling=weight_sampling, stage1_arch_sampling=arch_sampling)
     mixed = [m for m in module.nas_modules if isinstance(m, CellMixedOp)]
     calls = []
     for m in mixed:
@@ -149,8 +152,42 @@ def test_stage1_weight_sampling_samples_the_weight_step_and_keeps_the_architectu
                "val": torch.utils.data.DataLoader(data, batch_size=4)}
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    alphas = [m._arch_alpha.detach().clone() for m in mixed]
     trainer.fit(module, loaders)
     edges, candidates = len(mixed), sum(len(m.op_names) for m in mixed)
-    assert per_step[0] == candidates  # the architecture step: relaxed
+    assert per_step[0] == (edges if arch_sampling else candidates)  # the architecture step
     assert per_step[1] == (edges if weight_sampling else candidates)  # the weight step
-    assert not any(m.sample for m in mixed)
+    assert not any(m.sample or m.gumbel for m in mixed)
+    assert all(not torch.equal(a, m._arch_alpha) for a, m in zip(alphas, mixed))
+
+
+def test_gumbel_sampling_runs_the_drawn_candidate_and_passes_the_soft_gradient_to_every_alpha():
+    """GDAS' straight-through estimator: the forward value is the drawn candidate's output alone (weight 1);
+    the backward pass reaches every architecture parameter of the edge through the soft weights."""
+    mixed = next(m for m in _stage1(1).nas_modules if isinstance(m, CellMixedOp))
+    mixed.train()
+    mixed.gumbel = True
+    x = torch.randn(2, 8, 5, 5)
+    drawn = []
+    for name in mixed.op_names:
+        getattr(mixed, name).register_forward_hook(lambda mod, i, o, n=name: drawn.append(n))
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        drawn.clear()
+        mixed._arch_alpha.grad = None
+        out = mixed(x)
+        assert len(drawn) == 1
+        seen.add(drawn[0])
+        torch.testing.assert_close(out, getattr(mixed, drawn[0])(x))
+        out.square().mean().backward()
+        grad = mixed._arch_alpha.grad
+        assert grad is not None and torch.isfinite(grad).all() and (grad != 0).sum() == len(mixed.op_names)
+    assert len(seen) > 2  # near-uniform alphas: many candidates drawn
+    with torch.no_grad():
+        mixed._arch_alpha.zero_()
+        mixed._arch_alpha[mixed.op_names.index("conv_3x3")] = 20.0
+    drawn.clear()
+    for _ in range(5):
+        mixed(x)
+    assert set(drawn[::2]) == {"conv_3x3"}  # a dominant alpha is drawn (every second hook call is the check's)

@@ -55,8 +55,10 @@ def test_one_default_per_setting():
                                           gradient_clip_val=search.grad_clip, tau_init=search.tau_init,
                                           tau_min=search.tau_min, partial_channels=search.partial_channels,
                                           warmup_sampling=search.warmup_sampling, path_sampling=search.path_sampling,
-                                          stage1_weight_sampling=search.stage1_weight_sampling)
+                                          stage1_weight_sampling=search.stage1_weight_sampling,
+                                          stage1_arch_sampling=search.stage1_arch_sampling)
     assert TwoStageDarts.from_config(SearchConfig(stage1_weight_sampling=True)).module_kwargs["stage1_weight_sampling"]
+    assert TwoStageDarts.from_config(SearchConfig(stage1_arch_sampling=True)).module_kwargs["stage1_arch_sampling"]
     assert TwoStageDarts.from_config(SearchConfig(arc_lr=0.5)).module_kwargs["arc_learning_rate"] == 0.5
     assert strategy.val_images == search.val_images
     assert TwoStageDarts.from_config(SearchConfig(val_images=7)).val_images == 7

@@ -142,7 +142,8 @@ def build_stage1_supernet(space_cfg: SpaceConfig, search_cfg: SearchConfig) -> R
                           gradient_clip_val=search_cfg.grad_clip or None, tau_init=search_cfg.tau_init,
                           tau_min=search_cfg.tau_min, partial_channels=search_cfg.partial_channels,
                           warmup_sampling=search_cfg.warmup_sampling, path_sampling=search_cfg.path_sampling,
-                          stage1_weight_sampling=search_cfg.stage1_weight_sampling)
+                          stage1_weight_sampling=search_cfg.stage1_weight_sampling,
+                          stage1_arch_sampling=search_cfg.stage1_arch_sampling)
 
 
 class SupernetScorer:

@@ -38,6 +38,9 @@ class SearchConfig(Section):
             against 128 s, 2 cores); searched digits networks 0.625 +- 0.012 mean val mIoU against 0.631 +-
             0.007 relaxed (3 searches x 2 seeds, BENCHMARKS.md). Off here; on in ``tiny.yaml``, whose 3+1+1
             search with it trained as good networks as the 18+2+1 relaxed one in a fifth of the time.
+        stage1_arch_sampling: the architecture steps of the cell search run one candidate per cell edge,
+            drawn from the Gumbel-softmax of its architecture parameters, with the straight-through gradient
+            (GDAS, Dong and Yang, 2019), instead of every candidate (DARTS).
         path_sampling: where every trellis node of stage 1 fuses ``paths_per_node`` of its paths, drawn
             uniformly per step, instead of the mean of all of them: ``warmup`` (with ``warmup_sampling``),
             ``stage1`` (the warm-up and the cell search) or ``off``. The shared weights then learn the
@@ -102,6 +105,7 @@ class SearchConfig(Section):
     partial_channels: int = 1
     warmup_sampling: bool = True
     stage1_weight_sampling: bool = False
+    stage1_arch_sampling: bool = False
     path_sampling: str = "off"
     arc_lr: float = 3e-3
     arc_weight_decay: float = 1e-3

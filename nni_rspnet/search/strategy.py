@@ -67,7 +67,8 @@ class RSPDartsModule(DartsLightningModule):
         arc_weight_decay: its weight decay.
         gradient_clip_val: clip the weight gradients to this norm (``None``: no clipping).
         warmup_epochs: first epochs of this stage that update weights only.
-        partial_channels, warmup_sampling, path_sampling, stage1_weight_sampling: as in ``SearchConfig``.
+        partial_channels, warmup_sampling, path_sampling, stage1_weight_sampling, stage1_arch_sampling: as
+            in ``SearchConfig``.
         tau_init, tau_min: softmax temperature, annealed geometrically from ``tau_init`` at the first
             search epoch to ``tau_min`` at the last.
         total_epochs: epochs of this stage (for the schedule); ``None`` takes the trainer's.
@@ -84,7 +85,8 @@ class RSPDartsModule(DartsLightningModule):
     def __init__(self, inner_module: pl.LightningModule, mutation_hooks: Optional[list] = None, *,
                  arc_learning_rate: float, arc_weight_decay: float, gradient_clip_val: Optional[float],
                  tau_init: float, tau_min: float, partial_channels: int, warmup_sampling: bool,
-                 path_sampling: str, stage1_weight_sampling: bool, warmup_epochs: int = 0,
+                 path_sampling: str, stage1_weight_sampling: bool, stage1_arch_sampling: bool,
+                 warmup_epochs: int = 0,
                  total_epochs: Optional[int] = None,
                  epoch_offset: int = 0, frozen: Optional[Mapping[str, Any]] = None,
                  all_on: Sequence[str] = (), penalty: Any = None, restore: Optional[Dict[str, Any]] = None):
@@ -99,6 +101,7 @@ class RSPDartsModule(DartsLightningModule):
         self.warmup_sampling = warmup_sampling
         self.path_sampling = path_sampling
         self.stage1_weight_sampling = stage1_weight_sampling
+        self.stage1_arch_sampling = stage1_arch_sampling
         # Not registered as a child (Module.__init__ has not run yet); the mixed layers register it.
         object.__setattr__(self, "softmax", TemperedSoftmax())
         super().__init__(inner_module, mutation_hooks, arc_learning_rate=arc_learning_rate,
@@ -267,7 +270,7 @@ class RSPDartsModule(DartsLightningModule):
             if batch["val"] is None:
                 raise RuntimeError("an architecture step got no batch: its loader was told to skip this epoch")
             arc_optim.zero_grad()
-            with self._weights_frozen():
+            with self._weights_frozen(), self._cells_set("gumbel", self.stage1_arch_sampling):
                 out = self.model.training_step(batch["val"], 2 * batch_idx)
                 loss = out["loss"] if isinstance(out, dict) else out
                 if self.penalty is not None:
@@ -277,7 +280,7 @@ class RSPDartsModule(DartsLightningModule):
                 check_finite(loss, "the architecture loss")
                 self.manual_backward(loss)
             arc_optim.step()
-        with self._cells_sampled(self.searching and self.stage1_weight_sampling):
+        with self._cells_set("sample", self.searching and self.stage1_weight_sampling):
             out = self.model.training_step(batch["train"], 2 * batch_idx + 1)
             loss = out["loss"] if isinstance(out, dict) else out
             self.advance_optimization(loss, batch_idx, self.gradient_clip_val)
@@ -285,17 +288,19 @@ class RSPDartsModule(DartsLightningModule):
         return out
 
     @contextlib.contextmanager
-    def _cells_sampled(self, on: bool):
-        """While ``on``, every relaxed cell edge runs one uniformly drawn candidate per forward (the weight
-        step of ``stage1_weight_sampling``: one sub-network, as in the warm-up)."""
-        ops = [m for m in self.nas_modules if isinstance(m, CellMixedOp) and not m.sample] if on else []
+    def _cells_set(self, mode: str, on: bool):
+        """While ``on``, every relaxed cell edge runs one candidate per forward: drawn uniformly with ``mode``
+        ``sample`` (the weight step of ``stage1_weight_sampling``: one sub-network, as in the warm-up), or from
+        the Gumbel-softmax of its architecture parameters with ``gumbel`` (the architecture step of
+        ``stage1_arch_sampling``)."""
+        ops = [m for m in self.nas_modules if isinstance(m, CellMixedOp) and not getattr(m, mode)] if on else []
         for m in ops:
-            m.sample = True
+            setattr(m, mode, True)
         try:
             yield
         finally:
             for m in ops:
-                m.sample = False
+                setattr(m, mode, False)
 
     @contextlib.contextmanager
     def _weights_frozen(self):
@@ -426,7 +431,7 @@ class TwoStageDarts(BaseStrategy):
         partial_channels: ``K`` of PC-DARTS' partial channel connections in the cell search (1: off).
         warmup_sampling: during the warm-up epochs each cell edge trains one uniformly drawn candidate
             per step (single-path, about the cost of one network) instead of all of them.
-        path_sampling, stage1_weight_sampling: see ``SearchConfig``.
+        path_sampling, stage1_weight_sampling, stage1_arch_sampling: see ``SearchConfig``.
         val_images: images of the architecture split validated in every epoch but a stage's last (0: all).
         penalty: a ``penalty.ResourcePenalty`` (expected cost vs. a target) or ``None``.
         cell_prefix, macro_prefix: label prefixes that tell the two stages apart.
@@ -457,6 +462,7 @@ class TwoStageDarts(BaseStrategy):
                  tau_min: float = _SEARCH.tau_min, partial_channels: int = _SEARCH.partial_channels,
                  warmup_sampling: bool = _SEARCH.warmup_sampling,
                  stage1_weight_sampling: bool = _SEARCH.stage1_weight_sampling,
+                 stage1_arch_sampling: bool = _SEARCH.stage1_arch_sampling,
                  path_sampling: str = _SEARCH.path_sampling, val_images: int = _SEARCH.val_images,
                  penalty: Any = None,
                  cell_prefix: str = CELL_PREFIX, macro_prefix: str = MACRO_PREFIX,
@@ -474,7 +480,8 @@ class TwoStageDarts(BaseStrategy):
         self.module_kwargs = dict(arc_learning_rate=arc_learning_rate, arc_weight_decay=arc_weight_decay,
                                   gradient_clip_val=gradient_clip_val, tau_init=tau_init, tau_min=tau_min,
                                   partial_channels=partial_channels, warmup_sampling=warmup_sampling,
-                                  path_sampling=path_sampling, stage1_weight_sampling=stage1_weight_sampling)
+                                  path_sampling=path_sampling, stage1_weight_sampling=stage1_weight_sampling,
+                                  stage1_arch_sampling=stage1_arch_sampling)
         if val_images < 0:
             raise ValueError(f"val_images must be >= 0, got {val_images}")
         self.val_images = val_images
@@ -500,7 +507,8 @@ class TwoStageDarts(BaseStrategy):
                    arc_weight_decay=cfg.arc_weight_decay, gradient_clip_val=cfg.grad_clip or None,
                    tau_init=cfg.tau_init, tau_min=cfg.tau_min, partial_channels=cfg.partial_channels,
                    warmup_sampling=cfg.warmup_sampling, path_sampling=cfg.path_sampling,
-                   stage1_weight_sampling=cfg.stage1_weight_sampling, val_images=cfg.val_images, penalty=penalty,
+                   stage1_weight_sampling=cfg.stage1_weight_sampling, stage1_arch_sampling=cfg.stage1_arch_sampling,
+                   val_images=cfg.val_images, penalty=penalty,
                    epoch_hook=epoch_hook, resume_state=resume_state)
 
     # BaseStrategy --------------------------------------------------------------------------------------

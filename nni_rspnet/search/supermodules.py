@@ -7,7 +7,7 @@
 - ``FrozenChoice`` and ``make_freeze_hook``: a mutation hook that holds choices at one value during a
   stage (the cell frozen in stage 2, the macro paths "all on" in stage 1);
 - ``CellMixedOp``: the relaxed op of a cell edge, with PC-DARTS' partial channels and single-path
-  sampling for a cheap warm-up.
+  sampling for a cheap warm-up and Gumbel (GDAS) sampling for cheap architecture steps.
 
 ``path_attention.PathAttention`` is the supermodule of the macro paths in stage 2.
 """
@@ -158,6 +158,12 @@ class CellMixedOp(DifferentiableMixedLayer):
       each forward runs one candidate drawn uniformly, as in SPOS (Guo et al., 2020), so a warm-up
       step costs about one network rather than every candidate, and every candidate's weights learn
       to work alone before the architecture parameters start to move.
+    - **Gumbel sampling** (``gumbel = True``, set by the strategy for the architecture steps of
+      ``stage1_arch_sampling``), as GDAS (Dong and Yang, 2019): in training each forward draws one
+      candidate from ``softmax((alpha + g) / tau)`` with Gumbel noise ``g`` and runs it alone, scaled by
+      the straight-through one-hot weight (1 in the forward pass, the soft weight's gradient in the
+      backward pass). The architecture step then costs one sub-network instead of every candidate, and
+      it scores the sub-networks that the sampled weight steps train, not a mixture they never run.
 
     The architecture parameters, the export (argmax op name) and the probabilities are those of
     ``DifferentiableMixedLayer``.
@@ -171,6 +177,7 @@ class CellMixedOp(DifferentiableMixedLayer):
         super().__init__(paths, alpha, softmax, label)
         self.k = k
         self.sample = False
+        self.gumbel = False
         self.chosen: Optional[int] = None  # set to score one sub-network: only that candidate runs
 
     @classmethod
@@ -202,6 +209,10 @@ class CellMixedOp(DifferentiableMixedLayer):
             mixed = getattr(self, self.op_names[self.chosen])(part)
         elif self.sample and self.training:
             mixed = getattr(self, self.op_names[int(torch.randint(len(self.op_names), ()))])(part)
+        elif self.gumbel and self.training:
+            hard = nn.functional.gumbel_softmax(self._arch_alpha, tau=getattr(self._softmax, "tau", 1.0), hard=True)
+            index = int(hard.argmax())
+            mixed = hard[index] * getattr(self, self.op_names[index])(part)
         else:
             weights = self._softmax(self._arch_alpha)
             mixed = sum(w * getattr(self, op)(part) for w, op in zip(weights, self.op_names))
