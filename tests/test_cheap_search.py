@@ -191,3 +191,33 @@ def test_gumbel_sampling_runs_the_drawn_candidate_and_passes_the_soft_gradient_t
     for _ in range(5):
         mixed(x)
     assert set(drawn[::2]) == {"conv_3x3"}  # a dominant alpha is drawn (every second hook call is the check's)
+
+
+@pytest.mark.parametrize("weight_sampling", [False, True])
+def test_cell_search_validates_the_argmax_sub_network_when_its_weight_steps_are_sampled(weight_sampling):
+    """With sampled weight steps the cell search's validation runs each edge's argmax op alone (what the stage
+    exports, and what the weights were trained as); relaxed weight steps keep the relaxed validation."""
+    module = _stage1(1, stage1_weight_sampling=weight_sampling, stage1_arch_sampling=weight_sampling)
+    mixed = [m for m in module.nas_modules if isinstance(m, CellMixedOp)]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in mixed:
+            m._arch_alpha.copy_(torch.randn(len(m.op_names), generator=g))
+    ran = []
+    for m in mixed:
+        for name in m.op_names:
+            getattr(m, name).register_forward_hook(
+                lambda mod, i, o, m=m, n=name: ran.append((m, n)) if not mod.training else None)
+    data = torch.utils.data.TensorDataset(torch.randn(4, 3, 32, 64, generator=g),
+                                          torch.randint(0, 3, (4, 32, 64), generator=g))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_train_batches=0)
+    trainer.validate(module, loader, verbose=False)
+    if weight_sampling:
+        assert len(ran) == len(mixed)  # one op per edge
+        assert all(n == m.op_names[int(m._arch_alpha.argmax())] for m, n in ran)
+        assert len({n for _, n in ran}) > 1  # the argmaxes differ between edges
+    else:
+        assert len(ran) == sum(len(m.op_names) for m in mixed)
+    assert all(m.chosen is None for m in mixed)  # released after validation

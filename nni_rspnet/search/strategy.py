@@ -351,7 +351,18 @@ class RSPDartsModule(DartsLightningModule):
             self._validate_one_path()
         elif self.paths_sampled:
             self._pick_paths(torch.Generator().manual_seed(1000 + self.stage_epoch))
+        if self.searching and self.stage1_weight_sampling:
+            self._validate_argmax_cell()
         return self.model.on_validation_epoch_start()
+
+    def _validate_argmax_cell(self) -> None:
+        """With sampled weight steps the cell search validates the sub-network it would export, each edge's
+        argmax op, not the relaxed mixture of every op, which the weights never run in training: a truer
+        score, at the cost of one network instead of every candidate (the stage's last validation covers the
+        whole architecture split)."""
+        for m in self.nas_modules:
+            if isinstance(m, CellMixedOp):
+                m.chosen = int(m._arch_alpha.argmax())
 
     def _pick_paths(self, generator: torch.Generator) -> None:
         """Pins every sampled path fusion to a draw of ``generator`` (validation of a sampled stage)."""
