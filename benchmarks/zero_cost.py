@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from nni_rspnet.config import RunConfig
 from nni_rspnet.fileio import atomic_write_text, read_json
 from nni_rspnet.measure import count_macs, count_params
+from nni_rspnet.search.rank_check import rank_correlation
 from nni_rspnet.seg.data import build_datasets
 from nni_rspnet.space.arch import build_network
 
@@ -44,10 +45,6 @@ from .quality import _stored_sections
 SAME = ("space", "data", "train")  # what pooled folders must share: the trainings are then comparable
 PROXIES = ("naswot", "snip", "grad_norm", "synflow")
 MEASURES = ("params", "macs", "macs_per_param") + PROXIES
-
-
-def _logits(out: Any) -> torch.Tensor:
-    return out["out"] if isinstance(out, dict) else out
 
 
 def naswot(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -69,7 +66,7 @@ def naswot(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def _grads(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     net.zero_grad()
-    F.cross_entropy(_logits(net(x)), y, ignore_index=255).backward()
+    F.cross_entropy(net(x), y, ignore_index=255).backward()
     return [(p.detach(), p.grad) for p in net.parameters() if p.grad is not None]
 
 
@@ -89,7 +86,7 @@ def synflow(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
             if p.is_floating_point():
                 p.abs_()
     net.zero_grad()
-    _logits(net(torch.ones_like(x, dtype=torch.float64))).sum().backward()
+    net(torch.ones_like(x, dtype=torch.float64)).sum().backward()
     total = sum(float((p.detach() * p.grad).abs().sum()) for p in net.parameters() if p.grad is not None)
     return float(torch.log(torch.tensor(total, dtype=torch.float64))) if total > 0 else float("-inf")
 
@@ -99,8 +96,8 @@ FUNCS: Dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
 
 
 def pool(results_paths: Sequence[str], task: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-    """The task's config sections and its trained architectures: ``{"arch", "runs": {seed: val_miou},
-    "names"}`` per distinct architecture, over every ``results.json`` given.
+    """The task's config sections and its trained architectures: ``{"arch", "runs": {seed: val_miou}}``
+    per distinct architecture, over every ``results.json`` given.
 
     Raises:
         ValueError: a folder whose data, space or training differ from the first's (naming both), or no
@@ -133,9 +130,8 @@ def pool(results_paths: Sequence[str], task: str) -> Tuple[Dict[str, Any], List[
             arch = named.get(rec.get("name")) if isinstance(rec, dict) else None
             if arch is None or rec.get("val_miou") is None:
                 continue
-            entry = archs.setdefault(json.dumps(arch, sort_keys=True), {"arch": arch, "runs": {}, "names": set()})
+            entry = archs.setdefault(json.dumps(arch, sort_keys=True), {"arch": arch, "runs": {}})
             entry["runs"][rec["seed"]] = rec["val_miou"]
-            entry["names"].add(f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}/{rec['name']}")
     if not archs:
         raise ValueError(f"no stored training of task {task!r} in {', '.join(results_paths)}")
     return sections, list(archs.values())
@@ -167,20 +163,15 @@ def batch(run: RunConfig, images: int) -> Tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(xs), torch.stack(ys).long()
 
 
-def kendall(a: Sequence[float], b: Sequence[float]) -> Tuple[float, float]:
-    from scipy.stats import kendalltau
-    tau, p = kendalltau(a, b)
-    return float(tau), float(p)
-
-
 def report(task: str, rows: List[Dict[str, Any]]) -> List[str]:
     means = [statistics.mean(r["runs"].values()) for r in rows]
     lines = [f"### {task}: {len(rows)} architectures, val mIoU {min(means):.4f}-{max(means):.4f} "
              f"(mean over each one's training runs)", "",
              "| measure | Kendall tau | p |", "| --- | --- | --- |"]
     for name in MEASURES:
-        tau, p = kendall([r["scores"][name] for r in rows], means)
-        lines.append(f"| {name} | {tau:+.2f} | {p:.3f} |")
+        corr = rank_correlation([r["scores"][name] for r in rows], means)
+        tau, p = corr["kendall_tau"], corr["kendall_p"]
+        lines.append(f"| {name} | {'n/a' if tau is None else f'{tau:+.2f}'} | {'n/a' if p is None else f'{p:.3f}'} |")
     return lines + [""]
 
 
