@@ -29,6 +29,7 @@ import statistics
 import sys
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
+import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -156,7 +157,9 @@ def score(run: RunConfig, arch: Dict[str, Any], x: torch.Tensor, y: torch.Tensor
 
 
 def batch(run: RunConfig, images: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``images`` training images (a fixed draw), as the training's transforms give them."""
+    """``images`` training images (a fixed draw), as the training's transforms give them: the random
+    augmentation draws from the global RNGs, seeded here so every run scores the same batch."""
+    pl.seed_everything(0)
     train = build_datasets(run.data, run.space.num_classes).train
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:images].tolist()
     xs, ys = zip(*(train[i] for i in order))

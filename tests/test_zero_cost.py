@@ -94,3 +94,15 @@ def test_pool_reads_the_generated_shapes_from_the_folder_it_pools(tmp_path):
         assert "folder:<out>/quality/shapes_data" in f.read()
     sections, _ = pool([path], "digits")
     assert sections["data"]["dataset"] == f"folder:{tmp_path / 'x'}/quality/shapes_data"
+
+
+def test_the_scoring_batch_is_the_same_whatever_the_global_rng_state():
+    # The built-in data's augmentation draws from the global RNGs: the batch must not depend on them.
+    from benchmarks.zero_cost import batch
+    run = _run()
+    torch.manual_seed(1)
+    x1, y1 = batch(run, 4)
+    torch.manual_seed(2)
+    torch.rand(10)
+    x2, y2 = batch(run, 4)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
